@@ -1,0 +1,52 @@
+/*
+ * The configuration file (/etc/incsearchd.conf by default): "[section]" headers, "key = value"
+ * lines and "#" comments. The daemon and every worker read the same file.
+ */
+#ifndef INCSEARCHD_CONF_H
+#define INCSEARCHD_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+#define CONF_DEFAULT_PATH "/etc/incsearchd.conf"
+#define CONF_MAX_HEADERS 16
+#define CONF_MAX_RATE_MILLI 1000000000ULL /* 1,000,000 tokens per second */
+#define CONF_MAX_BURST 1000000
+
+struct conf {
+        char path[4096];
+
+        /* [server] */
+        char listen_host[256];
+        uint16_t listen_port;
+        uint32_t max_clients;       /* shared-memory slots, one per WebSocket connection */
+        uint32_t max_query_bytes;   /* maximum query length, in bytes of UTF-8 */
+        uint32_t max_result_bytes;  /* largest API response body accepted, in bytes */
+        uint32_t max_message_bytes; /* largest WebSocket message accepted from a client, in bytes */
+        uint32_t min_query_chars;   /* shorter queries get empty results without an API call */
+        char shm_name[64];          /* POSIX shared-memory object, "/name" */
+        enum log_level log_level;
+
+        /* [api] */
+        char api_url[2048]; /* contains "{q}", replaced by the percent-encoded query */
+        uint32_t api_timeout_ms;
+        char user_agent[256];
+        char headers[CONF_MAX_HEADERS][1024]; /* "Name: value" lines sent with every call */
+        unsigned header_count;
+        uint64_t rate_milli; /* average API calls allowed, in thousandths of a call per second */
+        uint32_t burst;      /* calls that may go at once after an idle time */
+
+        /* [workers] */
+        uint32_t workers;
+};
+
+/*
+ * Loads PATH into CONF, starting from the defaults. Every bad line is reported as
+ * "path:line: message" into ERRORS, newline-separated and truncated to ERRORS_LEN.
+ * Returns the number of errors, so 0 means CONF is complete and valid.
+ */
+int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_len);
+
+#endif

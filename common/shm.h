@@ -1,0 +1,128 @@
+/*
+ * The shared-memory segment that the daemon creates and every worker maps. Layout, in order:
+ *
+ *   struct shm_header    magic, sizes, the lock, the token bucket, the FIFO's head, counters
+ *   uint32_t fifo[slot_count]      ring of slot indices waiting for an API call, oldest first
+ *   struct slot ...      slot_count slots of slot_size bytes, one per WebSocket connection
+ *
+ * One process-shared semaphore (lock) guards the bucket, the FIFO and every slot's state, seq
+ * and query. Critical sections hold integer arithmetic and short copies only: no allocation, no
+ * logging, no system call but the semaphore's own.
+ */
+#ifndef INCSEARCHD_SHM_H
+#define INCSEARCHD_SHM_H
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "bucket.h"
+
+#define SHM_MAGIC 0x31445349u /* "ISD1" in memory order */
+#define SHM_LAYOUT_VERSION 1
+#define SHM_MAX_WORKERS 64
+
+enum slot_state {
+        SLOT_FREE,     /* no connection */
+        SLOT_IDLE,     /* connected; its latest query is answered or needs no API call */
+        SLOT_PENDING,  /* its latest query waits for an API call */
+        SLOT_INFLIGHT, /* a worker is calling the API for seq */
+};
+
+struct slot {
+        uint32_t generation;       /* increases each time the slot is given to a connection */
+        uint32_t state;            /* enum slot_state */
+        uint64_t seq;              /* the connection's latest query */
+        uint64_t pending_since_ns; /* CLOCK_MONOTONIC time it became SLOT_PENDING */
+        uint32_t in_fifo;          /* its index is in the FIFO, so it must not be pushed again */
+        uint32_t query_len;        /* bytes in query */
+        char query[];              /* max_query_bytes bytes, not NUL-terminated */
+};
+
+/* A worker's current API call, so that the supervisor can requeue the query if the worker dies. */
+struct shm_worker {
+        _Atomic int32_t pid;
+        uint32_t busy; /* 1 while calling the API for slot, generation, seq */
+        uint32_t slot;
+        uint32_t generation;
+        uint64_t seq;
+};
+
+/* Counters that any process increments without the lock; they only ever grow. */
+struct shm_counters {
+        _Atomic uint64_t queries;       /* queries received from clients */
+        _Atomic uint64_t superseded;    /* pending queries overwritten by a newer one */
+        _Atomic uint64_t api_calls;     /* calls made to the API */
+        _Atomic uint64_t api_errors;    /* calls that ended in an error of any kind */
+        _Atomic uint64_t delivered;     /* results and errors sent to clients */
+        _Atomic uint64_t stale_dropped; /* results for an older seq or a closed connection */
+        _Atomic uint64_t requeued;      /* queries put back after their worker died */
+        _Atomic uint64_t worker_restarts;
+};
+
+struct shm_header {
+        uint32_t magic;
+        uint32_t layout_version;
+        uint32_t slot_count;
+        uint32_t max_query_bytes;
+        uint64_t slot_size;  /* bytes per slot, a multiple of 64 */
+        uint64_t total_size; /* bytes of the whole segment */
+        uint64_t created_ns; /* CLOCK_MONOTONIC */
+
+        sem_t lock;
+        _Atomic int32_t lock_owner; /* pid holding lock, 0 when free */
+        sem_t work;                 /* posted once per FIFO push; workers wait on it */
+
+        struct bucket bucket;
+        uint32_t fifo_head;  /* index into fifo of the oldest entry */
+        uint32_t fifo_count; /* entries in fifo, at most slot_count */
+
+        struct shm_counters counters;
+        struct shm_worker workers[SHM_MAX_WORKERS];
+};
+
+/* A process's handle on the mapped segment. */
+struct shm {
+        struct shm_header *header;
+        uint32_t *fifo;
+        char *slots;
+        size_t size;
+        pid_t pid; /* this process, recorded as the lock owner */
+};
+
+/*
+ * Creates the segment NAME, removing a stale one left by an earlier run, and initialises the
+ * header, both semaphores, a full bucket and SLOT_COUNT free slots. Returns 0, or -1 with errno.
+ */
+int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t max_query_bytes,
+               uint64_t rate_milli, uint32_t burst);
+
+/* Maps an existing segment and checks its magic, layout version and sizes. On failure returns
+ * -1 and writes the reason into ERROR. */
+int shm_attach(struct shm *shm, const char *name, char *error, size_t error_len);
+
+void shm_detach(struct shm *shm);
+void shm_destroy(struct shm *shm, const char *name);
+
+void shm_lock(struct shm *shm);
+
+/* Like shm_lock, but gives up after TIMEOUT_MS and returns -1. */
+int shm_lock_timed(struct shm *shm, unsigned timeout_ms);
+
+void shm_unlock(struct shm *shm);
+
+uint64_t shm_now_ns(void);
+
+static inline struct slot *shm_slot(const struct shm *shm, uint32_t index)
+{
+        return (struct slot *)(shm->slots + (size_t)index * shm->header->slot_size);
+}
+
+#define shm_count(shm, name)                                                                       \
+        atomic_fetch_add_explicit(&(shm)->header->counters.name, 1, memory_order_relaxed)
+#define shm_counter(shm, name)                                                                     \
+        atomic_load_explicit(&(shm)->header->counters.name, memory_order_relaxed)
+
+#endif

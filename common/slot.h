@@ -1,0 +1,68 @@
+/*
+ * Slots and the pending FIFO in shared memory. Every function here must be called with the
+ * segment's lock held (shm_lock), and none of them blocks.
+ */
+#ifndef INCSEARCHD_SLOT_H
+#define INCSEARCHD_SLOT_H
+
+#include <stdint.h>
+
+#include "shm.h"
+
+/* Gives free slot INDEX to a new connection and returns its new generation. */
+uint32_t slot_open(struct shm *shm, uint32_t index);
+
+/* Frees slot INDEX. Its FIFO entry, if any, stays and is skipped when it reaches the head. */
+void slot_close(struct shm *shm, uint32_t index);
+
+/*
+ * Stores query SEQ as the slot's latest, overwriting a pending one (latest wins). The slot
+ * keeps its place in the FIFO if it already has one. Returns 1 when the slot was pushed onto
+ * the FIFO, so the caller must post the work semaphore, and 0 otherwise. SUPERSEDED is set
+ * when a pending query was overwritten.
+ */
+int slot_submit(struct shm *shm, uint32_t index, uint64_t seq, const char *query, uint32_t len,
+                uint64_t now_ns, int *superseded);
+
+/*
+ * Records SEQ as the slot's latest query when the daemon replies to it itself (a short or
+ * invalid query), so that no API call is made for an older pending one. Returns 1 if a
+ * pending query was dropped.
+ */
+int slot_supersede(struct shm *shm, uint32_t index, uint64_t seq);
+
+/* Marks query SEQ of slot INDEX answered, unless a newer one has replaced it meanwhile. */
+void slot_answered(struct shm *shm, uint32_t index, uint32_t generation, uint64_t seq);
+
+/*
+ * Puts slot INDEX back on the FIFO if SEQ is still its latest query and it is in flight,
+ * after the worker calling the API for it died. Returns 1 if requeued (post the semaphore).
+ */
+int slot_requeue(struct shm *shm, uint32_t index, uint32_t generation, uint64_t seq,
+                 uint64_t now_ns);
+
+/* A query copied out of its slot by a worker. */
+struct slot_job {
+        uint32_t slot;
+        uint32_t generation;
+        uint64_t seq;
+        uint64_t pending_since_ns;
+        uint32_t query_len;
+        char *query; /* caller's buffer of max_query_bytes */
+};
+
+enum slot_take_result {
+        SLOT_TAKE_OK,       /* JOB is filled in and one token was spent */
+        SLOT_TAKE_EMPTY,    /* no pending slot */
+        SLOT_TAKE_NO_TOKEN, /* a slot is pending, but the next token is due in *wait_ns */
+};
+
+/*
+ * Refills the bucket and, if a token is available, spends it on the oldest pending slot,
+ * copies that query into JOB and marks the slot in flight. Entries of slots that were closed
+ * or answered meanwhile are dropped from the head without spending a token.
+ */
+enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_job *job,
+                                uint64_t *wait_ns);
+
+#endif

@@ -1,0 +1,6 @@
+#ifndef INCSEARCHD_VERSION_H
+#define INCSEARCHD_VERSION_H
+
+#define INCSEARCHD_VERSION "0.1.0"
+
+#endif
