@@ -1,0 +1,214 @@
+/*
+ * incsearchd: type-ahead search over WebSocket in front of a rate-limited HTTP API.
+ * This file contains start-up, signals and shutdown.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "incsearchd.h"
+#include "log.h"
+#include "version.h"
+
+struct daemon daemon_state;
+
+static void usage(FILE *out)
+{
+        fprintf(out,
+                "usage: incsearchd [-htV] [-c file]\n"
+                "  -c file  configuration file (default %s)\n"
+                "  -t       check the configuration file and exit: 0 if valid, 1 if not\n"
+                "  -V       print the version and exit\n"
+                "  -h       print this help and exit\n"
+                "incsearchd runs in the foreground and logs to stderr.\n",
+                CONF_DEFAULT_PATH);
+}
+
+static int daemon_load_conf(const char *path)
+{
+        char errors[8192];
+        int count = conf_load(&daemon_state.conf, path, errors, sizeof(errors));
+
+        if (count > 0) {
+                fputs(errors, stderr);
+                fprintf(stderr, "incsearchd: %d error%s in %s; not starting\n", count,
+                        count == 1 ? "" : "s", path);
+                return -1;
+        }
+        return 0;
+}
+
+/* The worker program lives next to this one: build/ in the tree, the sbin folder when installed. */
+static int daemon_find_worker(void)
+{
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+        if (n < 0) {
+                log_error("cannot read /proc/self/exe: %s", strerror(errno));
+                return -1;
+        }
+        self[n] = '\0';
+        snprintf(daemon_state.worker_path, sizeof(daemon_state.worker_path), "%s/incsearchd-worker",
+                 dirname(self));
+        if (access(daemon_state.worker_path, X_OK) < 0) {
+                log_error("worker program %s: %s", daemon_state.worker_path, strerror(errno));
+                return -1;
+        }
+        return 0;
+}
+
+/* Raises the soft limit on open files to the hard limit, since each client is a descriptor. */
+static void daemon_raise_nofile(void)
+{
+        struct rlimit rl;
+        rlim_t before;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        before = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warn("cannot raise the open-file limit from %llu to %llu: %s",
+                         (unsigned long long)before, (unsigned long long)rl.rlim_max,
+                         strerror(errno));
+                return;
+        }
+        log_info("open-file limit: soft %llu (was %llu), hard %llu",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)before,
+                 (unsigned long long)rl.rlim_max);
+}
+
+static int daemon_alloc_slots(void)
+{
+        struct daemon *d = &daemon_state;
+        uint32_t n = d->conf.max_clients;
+
+        d->clients = calloc(n, sizeof(*d->clients));
+        d->free_slots = calloc(n, sizeof(*d->free_slots));
+        if (d->clients == NULL || d->free_slots == NULL)
+                return -1;
+        /* Lowest index on top, so the slots in use stay dense. */
+        for (uint32_t i = 0; i < n; i++)
+                d->free_slots[i] = n - 1 - i;
+        d->free_count = n;
+        return 0;
+}
+
+static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+        struct daemon *d = &daemon_state;
+
+        (void)what;
+        (void)arg;
+        switch (sig) {
+        case SIGCHLD:
+                supervisor_reap();
+                break;
+        case SIGHUP:
+                log_info(
+                    "SIGHUP received; reloading is not supported yet, restart to apply changes");
+                break;
+        default:
+                log_info("signal %d (%s) received; stopping", (int)sig, strsignal((int)sig));
+                d->stopping = 1;
+                event_base_loopbreak(d->base);
+                break;
+        }
+}
+
+static void daemon_add_signal(int sig)
+{
+        struct event *ev = evsignal_new(daemon_state.base, sig, daemon_signal_cb, NULL);
+
+        if (ev == NULL || evsignal_add(ev, NULL) < 0)
+                log_fatal("cannot handle signal %d", sig);
+}
+
+int main(int argc, char **argv)
+{
+        struct daemon *d = &daemon_state;
+        const char *conf_path = CONF_DEFAULT_PATH;
+        char resolved[PATH_MAX];
+        int check_only = 0, opt;
+
+        while ((opt = getopt(argc, argv, "c:htV")) != -1) {
+                switch (opt) {
+                case 'c':
+                        conf_path = optarg;
+                        break;
+                case 't':
+                        check_only = 1;
+                        break;
+                case 'V':
+                        printf("incsearchd %s\n", INCSEARCHD_VERSION);
+                        return 0;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 1;
+                }
+        }
+        if (optind != argc) {
+                usage(stderr);
+                return 1;
+        }
+
+        /* Workers re-read the file from their own start, so give them a path that cannot move. */
+        if (realpath(conf_path, resolved) != NULL)
+                conf_path = resolved;
+        if (daemon_load_conf(conf_path) < 0)
+                return 1;
+        if (check_only) {
+                printf("configuration OK\n");
+                return 0;
+        }
+        log_init("incsearchd", d->conf.log_level);
+        if (daemon_find_worker() < 0)
+                return 1;
+        daemon_raise_nofile();
+        signal(SIGPIPE, SIG_IGN);
+
+        if (daemon_alloc_slots() < 0)
+                log_fatal("out of memory allocating %u client slots", d->conf.max_clients);
+        if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_clients, d->conf.max_query_bytes,
+                       d->conf.rate_milli, d->conf.burst) < 0)
+                log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
+
+        d->base = event_base_new();
+        if (d->base == NULL)
+                log_fatal("cannot create the event loop");
+        daemon_add_signal(SIGINT);
+        daemon_add_signal(SIGTERM);
+        daemon_add_signal(SIGHUP);
+        daemon_add_signal(SIGCHLD);
+        if (server_listen() < 0) {
+                shm_destroy(&d->shm, d->conf.shm_name);
+                return 1;
+        }
+        supervisor_start();
+        log_info("incsearchd %s started: %u workers, %u slots, API rate %llu.%03llu/s burst %u, "
+                 "config %s",
+                 INCSEARCHD_VERSION, d->conf.workers, d->conf.max_clients,
+                 (unsigned long long)(d->conf.rate_milli / 1000),
+                 (unsigned long long)(d->conf.rate_milli % 1000), d->conf.burst, d->conf.path);
+
+        event_base_dispatch(d->base);
+
+        supervisor_stop();
+        evconnlistener_free(d->listener);
+        shm_destroy(&d->shm, d->conf.shm_name);
+        log_info("stopped");
+        return 0;
+}

@@ -1,0 +1,173 @@
+#include "ws.h"
+
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+/* The GUID that RFC 6455, section 1.3, appends to the client's key before hashing. */
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+int ws_header_decode(const uint8_t *buf, size_t len, struct ws_header *header)
+{
+        size_t need = 2;
+        uint64_t payload_len;
+
+        if (len < 2)
+                return 0;
+        header->fin = buf[0] >> 7;
+        header->rsv = (buf[0] >> 4) & 0x7;
+        header->opcode = buf[0] & 0xF;
+        header->masked = buf[1] >> 7;
+        payload_len = buf[1] & 0x7F;
+
+        if (payload_len == 126)
+                need += 2;
+        else if (payload_len == 127)
+                need += 8;
+        if (header->masked)
+                need += 4;
+        if (len < need)
+                return 0;
+
+        if (payload_len == 126) {
+                payload_len = (uint64_t)buf[2] << 8 | buf[3];
+        } else if (payload_len == 127) {
+                payload_len = 0;
+                for (int i = 0; i < 8; i++)
+                        payload_len = payload_len << 8 | buf[2 + i];
+                if (payload_len >> 63)
+                        return -1;
+        }
+        header->payload_len = payload_len;
+        if (header->masked)
+                memcpy(header->mask, buf + need - 4, 4);
+        header->header_len = need;
+        return (int)need;
+}
+
+size_t ws_header_encode(uint8_t *out, unsigned fin, unsigned opcode, uint64_t payload_len,
+                        const uint8_t *mask)
+{
+        size_t n = 2;
+
+        out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0xF));
+        out[1] = mask != NULL ? 0x80 : 0;
+        if (payload_len < 126) {
+                out[1] |= (uint8_t)payload_len;
+        } else if (payload_len <= 0xFFFF) {
+                out[1] |= 126;
+                out[2] = (uint8_t)(payload_len >> 8);
+                out[3] = (uint8_t)payload_len;
+                n = 4;
+        } else {
+                out[1] |= 127;
+                for (int i = 0; i < 8; i++)
+                        out[2 + i] = (uint8_t)(payload_len >> (56 - 8 * i));
+                n = 10;
+        }
+        if (mask != NULL) {
+                memcpy(out + n, mask, 4);
+                n += 4;
+        }
+        return n;
+}
+
+void ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t offset)
+{
+        for (size_t i = 0; i < len; i++)
+                data[i] ^= mask[(offset + i) & 3];
+}
+
+int ws_key_valid(const char *key, size_t len)
+{
+        static const char alphabet[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+        /*
+         * 16 bytes encode to 22 base64 characters and "==". The last character carries only two
+         * bits of data, so its low four bits are zero: it must be one of A, Q, g or w.
+         */
+        if (len != 24 || key[22] != '=' || key[23] != '=')
+                return 0;
+        for (size_t i = 0; i < 22; i++) {
+                if (key[i] == '\0' || strchr(alphabet, key[i]) == NULL)
+                        return 0;
+        }
+        return strchr("AQgw", key[21]) != NULL;
+}
+
+int ws_accept_key(const char *key, size_t len, char *out)
+{
+        unsigned char digest[SHA_DIGEST_LENGTH];
+        char joined[128];
+
+        if (len + sizeof(ws_guid) > sizeof(joined))
+                return -1;
+        memcpy(joined, key, len);
+        memcpy(joined + len, ws_guid, sizeof(ws_guid) - 1);
+        SHA1((const unsigned char *)joined, len + sizeof(ws_guid) - 1, digest);
+        if (EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH) != WS_ACCEPT_LEN)
+                return -1;
+        return 0;
+}
+
+/*
+ * The state packs what the validator expects next. Bits 0-3 count the continuation bytes left,
+ * and bits 8-15 and 16-23 hold the lowest and highest value allowed for the next byte. Those
+ * bounds rule out overlong forms, surrogates and code points above U+10FFFF. The state 0 means
+ * "between characters" and 1 means "invalid".
+ */
+static uint32_t ws_utf8_expect(uint32_t left, uint8_t low, uint8_t high)
+{
+        return left | (uint32_t)low << 8 | (uint32_t)high << 16;
+}
+
+uint32_t ws_utf8_feed(uint32_t state, const uint8_t *data, size_t len)
+{
+        for (size_t i = 0; i < len && state != WS_UTF8_REJECT; i++) {
+                uint8_t c = data[i];
+
+                if (state == WS_UTF8_ACCEPT) {
+                        if (c < 0x80)
+                                continue;
+                        if (c >= 0xC2 && c <= 0xDF)
+                                state = ws_utf8_expect(1, 0x80, 0xBF);
+                        else if (c == 0xE0)
+                                state = ws_utf8_expect(2, 0xA0, 0xBF);
+                        else if (c == 0xED)
+                                state = ws_utf8_expect(2, 0x80, 0x9F);
+                        else if (c >= 0xE1 && c <= 0xEF)
+                                state = ws_utf8_expect(2, 0x80, 0xBF);
+                        else if (c == 0xF0)
+                                state = ws_utf8_expect(3, 0x90, 0xBF);
+                        else if (c >= 0xF1 && c <= 0xF3)
+                                state = ws_utf8_expect(3, 0x80, 0xBF);
+                        else if (c == 0xF4)
+                                state = ws_utf8_expect(3, 0x80, 0x8F);
+                        else
+                                state = WS_UTF8_REJECT;
+                        continue;
+                }
+
+                uint32_t left = state & 0xF;
+                uint8_t low = (uint8_t)(state >> 8), high = (uint8_t)(state >> 16);
+
+                if (c < low || c > high)
+                        state = WS_UTF8_REJECT;
+                else if (left == 1)
+                        state = WS_UTF8_ACCEPT;
+                else
+                        state = ws_utf8_expect(left - 1, 0x80, 0xBF);
+        }
+        return state;
+}
+
+int ws_close_code_valid(unsigned code)
+{
+        if (code >= 1000 && code <= 1003)
+                return 1;
+        if (code >= 1007 && code <= 1014)
+                return 1;
+        return code >= 3000 && code <= 4999;
+}

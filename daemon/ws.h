@@ -1,0 +1,73 @@
+/*
+ * The WebSocket codec (RFC 6455): handshake key, frame headers, masking, UTF-8 checks and
+ * close codes. It does no I/O; callers feed it bytes and act on what it returns.
+ */
+#ifndef INCSEARCHD_WS_H
+#define INCSEARCHD_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WS_MAX_HEADER 14 /* 2 + 8 bytes of 64-bit length + 4 bytes of mask */
+#define WS_ACCEPT_LEN 28 /* base64 of a SHA-1 digest */
+
+enum ws_opcode {
+        WS_OP_CONTINUATION = 0x0,
+        WS_OP_TEXT = 0x1,
+        WS_OP_BINARY = 0x2,
+        WS_OP_CLOSE = 0x8,
+        WS_OP_PING = 0x9,
+        WS_OP_PONG = 0xA,
+};
+
+enum ws_close_code {
+        WS_CLOSE_NORMAL = 1000,
+        WS_CLOSE_GOING_AWAY = 1001,
+        WS_CLOSE_PROTOCOL_ERROR = 1002,
+        WS_CLOSE_UNSUPPORTED = 1003,
+        WS_CLOSE_INVALID_DATA = 1007,
+        WS_CLOSE_POLICY = 1008,
+        WS_CLOSE_TOO_BIG = 1009,
+        WS_CLOSE_INTERNAL_ERROR = 1011,
+};
+
+struct ws_header {
+        unsigned fin;
+        unsigned rsv; /* the three reserved bits, 0 unless an extension was agreed */
+        unsigned opcode;
+        unsigned masked;
+        uint8_t mask[4];
+        uint64_t payload_len;
+        size_t header_len; /* bytes of header before the payload */
+};
+
+/*
+ * Decodes the frame header at the start of BUF. Returns the header length (2 to 14), 0 when
+ * more bytes are needed, or -1 for a 64-bit length with its top bit set.
+ */
+int ws_header_decode(const uint8_t *buf, size_t len, struct ws_header *header);
+
+/* Encodes a header with the shortest length form into OUT (WS_MAX_HEADER bytes); a non-NULL
+ * MASK makes it a masked (client) frame. Returns the header length. */
+size_t ws_header_encode(uint8_t *out, unsigned fin, unsigned opcode, uint64_t payload_len,
+                        const uint8_t *mask);
+
+/* XORs DATA with the mask, where OFFSET is DATA's position within the payload. */
+void ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t offset);
+
+/* Checks that KEY is base64 of exactly 16 bytes. Returns 1 if valid. */
+int ws_key_valid(const char *key, size_t len);
+
+/* Computes Sec-WebSocket-Accept for KEY into OUT (WS_ACCEPT_LEN + 1 bytes). Returns 0 or -1. */
+int ws_accept_key(const char *key, size_t len, char *out);
+
+/* Incremental UTF-8 validation: start with state WS_UTF8_ACCEPT, feed every chunk, and the
+ * text is valid if the final state is WS_UTF8_ACCEPT. WS_UTF8_REJECT is final. */
+#define WS_UTF8_ACCEPT 0
+#define WS_UTF8_REJECT 1
+uint32_t ws_utf8_feed(uint32_t state, const uint8_t *data, size_t len);
+
+/* Returns 1 if a peer may send CODE in a close frame. */
+int ws_close_code_valid(unsigned code);
+
+#endif
