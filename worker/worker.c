@@ -1,0 +1,204 @@
+/*
+ * incsearchd-worker: takes tokens from the global bucket and the oldest pending query from
+ * shared memory, calls the API and sends the reply to the daemon. The daemon starts it with
+ * the socket to itself as a file descriptor.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "conf.h"
+#include "ipc.h"
+#include "log.h"
+#include "reply.h"
+#include "shm.h"
+#include "slot.h"
+
+struct worker_state {
+        struct conf conf;
+        struct shm shm;
+        struct api api;
+        unsigned index;
+        int fd;
+        char *query; /* max_query_bytes */
+        enum ipc_status last_status;
+        uint64_t failures; /* consecutive failed calls, for logging once per episode */
+};
+
+static void worker_sleep_ns(uint64_t ns)
+{
+        struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ULL),
+                              .tv_nsec = (long)(ns % 1000000000ULL)};
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* Logs the first failure of a run of failures and the recovery after it, not every call. */
+static void worker_log_outcome(struct worker_state *w, const struct slot_job *job,
+                               enum ipc_status status, const char *message)
+{
+        if (status == IPC_STATUS_OK) {
+                if (w->failures > 0)
+                        log_info("API calls succeed again after %" PRIu64 " failures", w->failures);
+                w->failures = 0;
+                return;
+        }
+        if (w->failures++ == 0 || status != w->last_status)
+                log_warn("API call for slot %u seq %" PRIu64 " failed: %s", job->slot, job->seq,
+                         message);
+        else
+                log_debug("API call for slot %u seq %" PRIu64 " failed: %s", job->slot, job->seq,
+                          message);
+}
+
+static void worker_handle(struct worker_state *w, const struct slot_job *job)
+{
+        struct ipc_header h = {.magic = IPC_MAGIC, .type = IPC_RESULT};
+        const char *error_code = NULL;
+        char message[256];
+        json_object *results;
+        enum ipc_status status;
+        uint64_t start = shm_now_ns(), took;
+        size_t len;
+        char *body;
+
+        shm_count(&w->shm, api_calls);
+        status = api_call(&w->api, job->query, job->query_len, &results, &error_code, message,
+                          sizeof(message));
+        took = shm_now_ns() - start;
+        if (status != IPC_STATUS_OK)
+                shm_count(&w->shm, api_errors);
+        worker_log_outcome(w, job, status, message);
+        w->last_status = status;
+        log_debug("slot %u seq %" PRIu64 ": API call took %.1f ms, status %d", job->slot, job->seq,
+                  (double)took / 1e6, (int)status);
+
+        if (status == IPC_STATUS_OK)
+                body = reply_results((int64_t)job->seq, job->query, job->query_len, results, &len);
+        else
+                body = reply_error((int64_t)job->seq, job->query, job->query_len, error_code,
+                                   message, &len);
+        if (body == NULL)
+                log_fatal("out of memory building the reply for slot %u", job->slot);
+
+        h.length = (uint32_t)len;
+        h.slot = job->slot;
+        h.generation = job->generation;
+        h.status = status;
+        h.seq = job->seq;
+        h.api_us = took / 1000 > UINT32_MAX ? UINT32_MAX : (uint32_t)(took / 1000);
+        if (ipc_send(w->fd, &h, body) < 0)
+                log_fatal("cannot send the result to the daemon: %s", strerror(errno));
+        free(body);
+
+        shm_lock(&w->shm);
+        w->shm.header->workers[w->index].busy = 0;
+        shm_unlock(&w->shm);
+}
+
+/* Waits for a token and a pending query. Returns 1 with JOB filled, or 0 if nothing is pending. */
+static int worker_take(struct worker_state *w, struct slot_job *job)
+{
+        struct shm_worker *me = &w->shm.header->workers[w->index];
+
+        for (;;) {
+                uint64_t now = shm_now_ns(), wait_ns = 0;
+                enum slot_take_result r;
+
+                shm_lock(&w->shm);
+                r = slot_take(&w->shm, now, job, &wait_ns);
+                if (r == SLOT_TAKE_OK) {
+                        me->slot = job->slot;
+                        me->generation = job->generation;
+                        me->seq = job->seq;
+                        me->busy = 1;
+                }
+                shm_unlock(&w->shm);
+
+                if (r == SLOT_TAKE_OK)
+                        return 1;
+                if (r == SLOT_TAKE_EMPTY)
+                        return 0;
+                worker_sleep_ns(wait_ns);
+        }
+}
+
+static void worker_run(struct worker_state *w)
+{
+        struct slot_job job = {.query = w->query};
+
+        for (;;) {
+                if (sem_wait(&w->shm.header->work) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        log_fatal("waiting for work failed: %s", strerror(errno));
+                }
+                if (worker_take(w, &job))
+                        worker_handle(w, &job);
+        }
+}
+
+static void usage(void)
+{
+        fprintf(stderr,
+                "usage: incsearchd-worker -c file -i index -f fd\n"
+                "incsearchd starts its workers itself; there is no need to run one by hand.\n");
+        exit(1);
+}
+
+int main(int argc, char **argv)
+{
+        struct worker_state w = {.fd = -1};
+        const char *conf_path = NULL;
+        char errors[4096], role[32];
+        struct stat st;
+        int opt;
+
+        while ((opt = getopt(argc, argv, "c:i:f:")) != -1) {
+                switch (opt) {
+                case 'c':
+                        conf_path = optarg;
+                        break;
+                case 'i':
+                        w.index = (unsigned)atoi(optarg);
+                        break;
+                case 'f':
+                        w.fd = atoi(optarg);
+                        break;
+                default:
+                        usage();
+                }
+        }
+        if (conf_path == NULL || w.fd < 0 || w.index >= SHM_MAX_WORKERS)
+                usage();
+        snprintf(role, sizeof(role), "incsearchd-worker/%u", w.index);
+        log_init(role, LOG_LEVEL_INFO);
+        if (fstat(w.fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+                log_fatal("file descriptor %d is not a socket to the daemon", w.fd);
+        if (conf_load(&w.conf, conf_path, errors, sizeof(errors)) > 0)
+                log_fatal("invalid configuration:\n%s", errors);
+        log_level = w.conf.log_level;
+
+        if (shm_attach(&w.shm, w.conf.shm_name, errors, sizeof(errors)) < 0)
+                log_fatal("%s", errors);
+        atomic_store(&w.shm.header->workers[w.index].pid, (int32_t)getpid());
+        w.query = malloc(w.shm.header->max_query_bytes);
+        if (w.query == NULL)
+                log_fatal("out of memory");
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || api_init(&w.api, &w.conf) < 0)
+                log_fatal("cannot set up libcurl");
+        signal(SIGPIPE, SIG_IGN);
+        log_debug("ready");
+
+        worker_run(&w);
+        return 0;
+}
