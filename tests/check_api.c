@@ -1,0 +1,72 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "reply.h"
+#include "suites.h"
+
+static const char *api_encode(const char *text)
+{
+        static char out[256];
+
+        api_encode_query(text, strlen(text), out);
+        return out;
+}
+
+START_TEST(api_encode_unreserved_kept)
+{
+        ck_assert_str_eq(api_encode("AZaz09-._~"), "AZaz09-._~");
+}
+END_TEST
+
+START_TEST(api_encode_reserved_escaped)
+{
+        ck_assert_str_eq(api_encode("a b&c=d/e?f#g+h%"), "a%20b%26c%3Dd%2Fe%3Ff%23g%2Bh%25");
+        ck_assert_str_eq(api_encode("Z\xc3\xbcrich"), "Z%C3%BCrich");
+        ck_assert_str_eq(api_encode(""), "");
+}
+END_TEST
+
+START_TEST(reply_results_shape)
+{
+        size_t len;
+        char *text =
+            reply_results(7, "sw\"", 3, json_tokener_parse("[{\"name\":\"Sweden\"}]"), &len);
+
+        ck_assert_ptr_nonnull(text);
+        ck_assert_str_eq(text,
+                         "{\"type\":\"results\",\"seq\":7,\"q\":\"sw\\\"\",\"results\":[{\"name\":"
+                         "\"Sweden\"}],\"cached\":false}");
+        ck_assert_uint_eq(len, strlen(text));
+        free(text);
+}
+END_TEST
+
+START_TEST(reply_error_shape)
+{
+        size_t len;
+        char *text = reply_error(3, "x", 1, REPLY_UPSTREAM_TIMEOUT, "slow", &len);
+
+        ck_assert_str_eq(text,
+                         "{\"type\":\"error\",\"seq\":3,\"q\":\"x\",\"error\":\"upstream_timeout\","
+                         "\"message\":\"slow\"}");
+        free(text);
+        text = reply_error(-1, NULL, 0, REPLY_BAD_REQUEST, "bad", &len);
+        ck_assert_str_eq(text,
+                         "{\"type\":\"error\",\"error\":\"bad_request\",\"message\":\"bad\"}");
+        free(text);
+}
+END_TEST
+
+Suite *api_suite(void)
+{
+        Suite *s = suite_create("api");
+        TCase *tc = tcase_create("encoding");
+
+        tcase_add_test(tc, api_encode_unreserved_kept);
+        tcase_add_test(tc, api_encode_reserved_escaped);
+        tcase_add_test(tc, reply_results_shape);
+        tcase_add_test(tc, reply_error_shape);
+        suite_add_tcase(s, tc);
+        return s;
+}

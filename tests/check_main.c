@@ -1,0 +1,24 @@
+/*
+ * Runs every suite. Each test runs in a child process (Check's default), so a crash fails one
+ * test and the rest go on. CK_RUN_SUITE selects one suite by name.
+ */
+#include <stdlib.h>
+
+#include "suites.h"
+
+int main(void)
+{
+        SRunner *runner = srunner_create(conf_suite());
+        int failed;
+
+        srunner_add_suite(runner, bucket_suite());
+        srunner_add_suite(runner, slot_suite());
+        srunner_add_suite(runner, ws_suite());
+        srunner_add_suite(runner, api_suite());
+        srunner_add_suite(runner, places_suite());
+        srunner_add_suite(runner, e2e_suite());
+        srunner_run_all(runner, CK_NORMAL);
+        failed = srunner_ntests_failed(runner);
+        srunner_free(runner);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,220 @@
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shm.h"
+#include "slot.h"
+#include "suites.h"
+
+static struct shm slot_shm;
+static char slot_shm_name[64];
+static char slot_query[64];
+
+static void slot_setup(void)
+{
+        snprintf(slot_shm_name, sizeof(slot_shm_name), "/incsearchd-check-slot-%d", (int)getpid());
+        ck_assert_int_eq(shm_create(&slot_shm, slot_shm_name, 8, 64, 1000000, 100), 0);
+}
+
+static void slot_teardown(void)
+{
+        shm_destroy(&slot_shm, slot_shm_name);
+}
+
+static int slot_submit_text(uint32_t index, uint64_t seq, const char *text, uint64_t now)
+{
+        int superseded;
+
+        return slot_submit(&slot_shm, index, seq, text, (uint32_t)strlen(text), now, &superseded);
+}
+
+static uint32_t slot_take_index(uint64_t now)
+{
+        struct slot_job job = {.query = slot_query};
+        uint64_t wait;
+
+        ck_assert_int_eq(slot_take(&slot_shm, now, &job, &wait), SLOT_TAKE_OK);
+        return job.slot;
+}
+
+START_TEST(slot_header_sizes)
+{
+        struct shm other;
+        char error[256];
+
+        ck_assert_uint_eq(slot_shm.header->magic, SHM_MAGIC);
+        ck_assert_uint_eq(slot_shm.header->slot_count, 8);
+        ck_assert_uint_eq(slot_shm.header->slot_size % 64, 0);
+        ck_assert_int_eq(shm_attach(&other, slot_shm_name, error, sizeof(error)), 0);
+        ck_assert_uint_eq(other.header->total_size, slot_shm.header->total_size);
+        shm_detach(&other);
+}
+END_TEST
+
+START_TEST(slot_overwrite_keeps_one_entry)
+{
+        struct slot_job job = {.query = slot_query};
+        uint64_t wait;
+        int superseded;
+
+        slot_open(&slot_shm, 3);
+        ck_assert_int_eq(slot_submit(&slot_shm, 3, 1, "s", 1, 100, &superseded), 1);
+        ck_assert_int_eq(superseded, 0);
+        ck_assert_int_eq(slot_submit(&slot_shm, 3, 2, "sw", 2, 200, &superseded), 0);
+        ck_assert_int_eq(superseded, 1);
+        ck_assert_int_eq(slot_submit(&slot_shm, 3, 3, "swi", 3, 300, &superseded), 0);
+        ck_assert_uint_eq(slot_shm.header->fifo_count, 1);
+
+        ck_assert_int_eq(slot_take(&slot_shm, 400, &job, &wait), SLOT_TAKE_OK);
+        ck_assert_uint_eq(job.slot, 3);
+        ck_assert_uint_eq(job.seq, 3);
+        ck_assert_uint_eq(job.query_len, 3);
+        ck_assert_int_eq(memcmp(job.query, "swi", 3), 0);
+        ck_assert_uint_eq(job.pending_since_ns, 100);
+        ck_assert_int_eq(slot_take(&slot_shm, 500, &job, &wait), SLOT_TAKE_EMPTY);
+}
+END_TEST
+
+START_TEST(slot_fifo_order)
+{
+        const uint32_t order[] = {5, 1, 7, 0};
+
+        for (unsigned i = 0; i < 4; i++) {
+                slot_open(&slot_shm, order[i]);
+                ck_assert_int_eq(slot_submit_text(order[i], 1, "q", 100 + i), 1);
+        }
+        /* Overwriting the first keeps it first. */
+        ck_assert_int_eq(slot_submit_text(5, 2, "qq", 200), 0);
+        for (unsigned i = 0; i < 4; i++)
+                ck_assert_uint_eq(slot_take_index(300), order[i]);
+}
+END_TEST
+
+START_TEST(slot_reuse_new_generation)
+{
+        uint32_t first = slot_open(&slot_shm, 2);
+        uint32_t second;
+
+        slot_close(&slot_shm, 2);
+        second = slot_open(&slot_shm, 2);
+        ck_assert_uint_ne(first, second);
+        ck_assert_uint_eq(shm_slot(&slot_shm, 2)->seq, 0);
+}
+END_TEST
+
+START_TEST(slot_closed_skipped_without_token)
+{
+        struct slot_job job = {.query = slot_query};
+        uint64_t wait;
+        int64_t tokens;
+
+        slot_open(&slot_shm, 1);
+        slot_open(&slot_shm, 2);
+        slot_submit_text(1, 1, "a", 100);
+        slot_submit_text(2, 1, "b", 101);
+        slot_close(&slot_shm, 1);
+        tokens = slot_shm.header->bucket.tokens;
+        ck_assert_int_eq(slot_take(&slot_shm, slot_shm.header->bucket.last_refill_ns, &job, &wait),
+                         SLOT_TAKE_OK);
+        ck_assert_uint_eq(job.slot, 2);
+        ck_assert_int_eq(slot_shm.header->bucket.tokens, tokens - BUCKET_UNIT);
+        ck_assert_uint_eq(slot_shm.header->fifo_count, 0);
+}
+END_TEST
+
+START_TEST(slot_no_token_keeps_entry)
+{
+        struct slot_job job = {.query = slot_query};
+        uint64_t now = slot_shm.header->bucket.last_refill_ns, wait = 0;
+
+        slot_shm.header->bucket.tokens = 0;
+        slot_open(&slot_shm, 4);
+        slot_submit_text(4, 1, "a", now);
+        ck_assert_int_eq(slot_take(&slot_shm, now, &job, &wait), SLOT_TAKE_NO_TOKEN);
+        ck_assert_uint_gt(wait, 0);
+        ck_assert_uint_eq(slot_shm.header->fifo_count, 1);
+        ck_assert_int_eq(slot_take(&slot_shm, now + wait, &job, &wait), SLOT_TAKE_OK);
+}
+END_TEST
+
+START_TEST(slot_superseded_not_called)
+{
+        struct slot_job job = {.query = slot_query};
+        uint64_t wait;
+
+        slot_open(&slot_shm, 6);
+        slot_submit_text(6, 1, "abc", 100);
+        ck_assert_int_eq(slot_supersede(&slot_shm, 6, 2), 1);
+        ck_assert_int_eq(slot_take(&slot_shm, 200, &job, &wait), SLOT_TAKE_EMPTY);
+}
+END_TEST
+
+START_TEST(slot_requeue_only_latest)
+{
+        struct slot_job job = {.query = slot_query};
+        uint32_t generation = slot_open(&slot_shm, 0);
+        uint64_t wait;
+
+        slot_submit_text(0, 7, "x", 100);
+        ck_assert_int_eq(slot_take(&slot_shm, 200, &job, &wait), SLOT_TAKE_OK);
+        /* The worker died; seq 7 is still the latest, so it goes back. */
+        ck_assert_int_eq(slot_requeue(&slot_shm, 0, generation, 7, 300), 1);
+        ck_assert_int_eq(slot_take(&slot_shm, 400, &job, &wait), SLOT_TAKE_OK);
+        ck_assert_uint_eq(job.seq, 7);
+        /* A newer query replaced it: the dead worker's seq is not requeued. */
+        slot_submit_text(0, 8, "xy", 500);
+        ck_assert_int_eq(slot_requeue(&slot_shm, 0, generation, 7, 600), 0);
+        /* A closed connection is not requeued either. */
+        slot_close(&slot_shm, 0);
+        ck_assert_int_eq(slot_requeue(&slot_shm, 0, generation, 8, 700), 0);
+}
+END_TEST
+
+START_TEST(slot_answered_only_current)
+{
+        struct slot_job job = {.query = slot_query};
+        uint32_t generation = slot_open(&slot_shm, 5);
+        uint64_t wait;
+
+        slot_submit_text(5, 1, "a", 100);
+        slot_take(&slot_shm, 200, &job, &wait);
+        slot_submit_text(5, 2, "ab", 300);
+        slot_answered(&slot_shm, 5, generation, 1);
+        ck_assert_uint_eq(shm_slot(&slot_shm, 5)->state, SLOT_PENDING);
+        slot_take(&slot_shm, 400, &job, &wait);
+        slot_answered(&slot_shm, 5, generation, 2);
+        ck_assert_uint_eq(shm_slot(&slot_shm, 5)->state, SLOT_IDLE);
+}
+END_TEST
+
+START_TEST(shm_attach_rejects_wrong_layout)
+{
+        struct shm other;
+        char error[256];
+
+        slot_shm.header->layout_version = SHM_LAYOUT_VERSION + 1;
+        ck_assert_int_eq(shm_attach(&other, slot_shm_name, error, sizeof(error)), -1);
+        ck_assert_ptr_nonnull(strstr(error, "wrong layout"));
+        ck_assert_int_eq(shm_attach(&other, "/incsearchd-check-none", error, sizeof(error)), -1);
+}
+END_TEST
+
+Suite *slot_suite(void)
+{
+        Suite *s = suite_create("slot");
+        TCase *tc = tcase_create("fifo");
+
+        tcase_add_checked_fixture(tc, slot_setup, slot_teardown);
+        tcase_add_test(tc, slot_header_sizes);
+        tcase_add_test(tc, slot_overwrite_keeps_one_entry);
+        tcase_add_test(tc, slot_fifo_order);
+        tcase_add_test(tc, slot_reuse_new_generation);
+        tcase_add_test(tc, slot_closed_skipped_without_token);
+        tcase_add_test(tc, slot_no_token_keeps_entry);
+        tcase_add_test(tc, slot_superseded_not_called);
+        tcase_add_test(tc, slot_requeue_only_latest);
+        tcase_add_test(tc, slot_answered_only_current);
+        tcase_add_test(tc, shm_attach_rejects_wrong_layout);
+        suite_add_tcase(s, tc);
+        return s;
+}

@@ -1,0 +1,275 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <json-c/json.h>
+
+const char *harness_build_dir(void)
+{
+        const char *dir = getenv("INCSEARCHD_BUILD");
+
+        return dir != NULL ? dir : "build";
+}
+
+int harness_free_port(void)
+{
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sin);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+        close(fd);
+        return ntohs(sin.sin_port);
+}
+
+pid_t harness_spawn(const char *program, char *const argv[], const char *log_path)
+{
+        char path[512];
+        pid_t parent = getpid();
+        pid_t pid;
+
+        snprintf(path, sizeof(path), "%s/%s", harness_build_dir(), program);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+                prctl(PR_SET_PDEATHSIG, SIGTERM);
+                if (getppid() != parent)
+                        _exit(1);
+                if (fd >= 0) {
+                        dup2(fd, STDOUT_FILENO);
+                        dup2(fd, STDERR_FILENO);
+                        close(fd);
+                }
+                execv(path, argv);
+                fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
+                _exit(127);
+        }
+        return pid;
+}
+
+int harness_wait_port(int port, int timeout_ms)
+{
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+        for (int waited = 0; waited < timeout_ms; waited += 20) {
+                int fd = socket(AF_INET, SOCK_STREAM, 0);
+                int ok = connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+
+                close(fd);
+                if (ok)
+                        return 0;
+                usleep(20000);
+        }
+        return -1;
+}
+
+int harness_stop(pid_t pid)
+{
+        int status = 0;
+
+        if (pid <= 0)
+                return 0;
+        kill(pid, SIGTERM);
+        for (int i = 0; i < 300; i++) {
+                if (waitpid(pid, &status, WNOHANG) == pid)
+                        return status;
+                usleep(10000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return status;
+}
+
+ssize_t harness_http_raw(int port, const char *request, char *out, size_t len)
+{
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        size_t used = 0;
+
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+                close(fd);
+                return -1;
+        }
+        if (write(fd, request, strlen(request)) < 0) {
+                close(fd);
+                return -1;
+        }
+        while (used + 1 < len) {
+                struct pollfd pfd = {.fd = fd, .events = POLLIN};
+                ssize_t n;
+
+                if (poll(&pfd, 1, 5000) <= 0)
+                        break;
+                n = read(fd, out + used, len - 1 - used);
+                if (n <= 0)
+                        break;
+                used += (size_t)n;
+        }
+        out[used] = '\0';
+        close(fd);
+        return (ssize_t)used;
+}
+
+int harness_http_get(int port, const char *path, char *body, size_t len)
+{
+        char request[512], *response = malloc(len + 4096), *start;
+        int status = -1;
+
+        ck_assert_ptr_nonnull(response);
+        snprintf(request, sizeof(request),
+                 "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+        if (harness_http_raw(port, request, response, len + 4096) > 0 &&
+            sscanf(response, "HTTP/1.%*d %d", &status) == 1) {
+                start = strstr(response, "\r\n\r\n");
+                snprintf(body, len, "%s", start != NULL ? start + 4 : "");
+        }
+        free(response);
+        return status;
+}
+
+static void harness_write_conf(struct harness *h, const struct harness_options *o)
+{
+        FILE *f = fopen(h->conf_path, "w");
+
+        ck_assert_ptr_nonnull(f);
+        fprintf(f,
+                "[server]\n"
+                "listen = 127.0.0.1:%d\n"
+                "shm_name = %s\n"
+                "max_clients = 64\n"
+                "log_level = debug\n"
+                "%s\n"
+                "[api]\n"
+                "url = http://127.0.0.1:%d/search?q={q}&limit=10\n"
+                "timeout_ms = %s\n"
+                "rate = %s\n"
+                "burst = %s\n"
+                "%s\n"
+                "[workers]\n"
+                "workers = %s\n",
+                h->port, h->shm_name, o->extra_server != NULL ? o->extra_server : "", h->api_port,
+                o->timeout_ms != NULL ? o->timeout_ms : "2000", o->rate != NULL ? o->rate : "45",
+                o->burst != NULL ? o->burst : "8", o->extra_api != NULL ? o->extra_api : "",
+                o->workers != NULL ? o->workers : "2");
+        fclose(f);
+}
+
+void harness_start(struct harness *h, const struct harness_options *o)
+{
+        static const struct harness_options defaults;
+        char api_listen[64], api_log[128], daemon_log[128];
+
+        if (o == NULL)
+                o = &defaults;
+        memset(h, 0, sizeof(*h));
+        snprintf(h->dir, sizeof(h->dir), "/tmp/incsearchd-test-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(h->dir));
+        snprintf(h->conf_path, sizeof(h->conf_path), "%s/incsearchd.conf", h->dir);
+        snprintf(h->shm_name, sizeof(h->shm_name), "/incsearchd-test-%d", (int)getpid());
+        snprintf(api_log, sizeof(api_log), "%s/demo-api.log", h->dir);
+        snprintf(daemon_log, sizeof(daemon_log), "%s/incsearchd.log", h->dir);
+
+        /* A port found free can be taken before it is bound, so each start gets three tries. */
+        for (int attempt = 0; attempt < 3 && h->api_pid == 0; attempt++) {
+                h->api_port = harness_free_port();
+                snprintf(api_listen, sizeof(api_listen), "127.0.0.1:%d", h->api_port);
+                char *api_argv[] = {"incsearch-demo-api",
+                                    "-l",
+                                    api_listen,
+                                    "-r",
+                                    (char *)(o->api_rate != NULL ? o->api_rate : "50"),
+                                    "-b",
+                                    (char *)(o->api_burst != NULL ? o->api_burst : "10"),
+                                    o->faults ? "-F" : NULL,
+                                    NULL};
+                h->api_pid = harness_spawn("incsearch-demo-api", api_argv, api_log);
+                if (harness_wait_port(h->api_port, 5000) < 0) {
+                        harness_stop(h->api_pid);
+                        h->api_pid = 0;
+                }
+        }
+        if (h->api_pid == 0)
+                harness_dump_log(h, "demo-api.log");
+        ck_assert_msg(h->api_pid != 0, "the demo API did not start");
+
+        for (int attempt = 0; attempt < 3 && h->daemon_pid == 0; attempt++) {
+                h->port = harness_free_port();
+                harness_write_conf(h, o);
+                char *daemon_argv[] = {"incsearchd", "-c", h->conf_path, NULL};
+                h->daemon_pid = harness_spawn("incsearchd", daemon_argv, daemon_log);
+                if (harness_wait_port(h->port, 5000) < 0) {
+                        harness_stop(h->daemon_pid);
+                        h->daemon_pid = 0;
+                }
+        }
+        if (h->daemon_pid == 0)
+                harness_dump_log(h, "incsearchd.log");
+        ck_assert_msg(h->daemon_pid != 0, "incsearchd did not start");
+}
+
+void harness_dump_log(const struct harness *h, const char *name)
+{
+        char path[256], line[1024];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s", h->dir, name);
+        f = fopen(path, "r");
+        if (f == NULL)
+                return;
+        fprintf(stderr, "---- %s ----\n", path);
+        while (fgets(line, sizeof(line), f) != NULL)
+                fputs(line, stderr);
+        fclose(f);
+}
+
+void harness_stop_all(struct harness *h)
+{
+        char command[160];
+
+        harness_stop(h->daemon_pid);
+        harness_stop(h->api_pid);
+        h->daemon_pid = 0;
+        h->api_pid = 0;
+        if (h->dir[0] != '\0' && getenv("INCSEARCHD_KEEP_LOGS") == NULL) {
+                snprintf(command, sizeof(command), "rm -rf '%s'", h->dir);
+                if (system(command) != 0)
+                        fprintf(stderr, "cannot remove %s\n", h->dir);
+        }
+}
+
+long long harness_api_stat(const struct harness *h, const char *name)
+{
+        char body[1024];
+        json_object *stats, *value;
+        long long n = -1;
+
+        ck_assert_int_eq(harness_http_get(h->api_port, "/stats", body, sizeof(body)), 200);
+        stats = json_tokener_parse(body);
+        ck_assert_ptr_nonnull(stats);
+        if (json_object_object_get_ex(stats, name, &value))
+                n = json_object_get_int64(value);
+        json_object_put(stats);
+        return n;
+}

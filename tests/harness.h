@@ -1,0 +1,67 @@
+/* Helpers for tests that run the real programs on free loopback ports. */
+#ifndef INCSEARCHD_HARNESS_H
+#define INCSEARCHD_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Returns the build folder holding the programs: $INCSEARCHD_BUILD, or "build". */
+const char *harness_build_dir(void);
+
+/* Returns a TCP port on 127.0.0.1 that was free a moment ago. */
+int harness_free_port(void);
+
+/*
+ * Starts PROGRAM (a file in the build folder) with ARGV (NULL-terminated, argv[0] included),
+ * stderr and stdout appended to LOG_PATH. The child gets SIGTERM if the test process dies.
+ */
+pid_t harness_spawn(const char *program, char *const argv[], const char *log_path);
+
+/* Waits up to TIMEOUT_MS for a TCP connect to 127.0.0.1:PORT to succeed. Returns 0 or -1. */
+int harness_wait_port(int port, int timeout_ms);
+
+/* Sends SIGTERM, waits up to 3 s, then SIGKILL. Returns the wait status. */
+int harness_stop(pid_t pid);
+
+/* Fetches http://127.0.0.1:PORT/PATH into BODY (NUL-terminated). Returns the HTTP status or -1. */
+int harness_http_get(int port, const char *path, char *body, size_t len);
+
+/* Sends raw REQUEST and reads the whole response into OUT. Returns bytes read or -1. */
+ssize_t harness_http_raw(int port, const char *request, char *out, size_t len);
+
+/* A demo API and an incsearchd in front of it, each on its own free port. */
+struct harness {
+        pid_t api_pid;
+        pid_t daemon_pid;
+        int api_port;
+        int port;
+        char dir[64]; /* temporary folder for the config and the logs */
+        char conf_path[128];
+        char shm_name[64];
+};
+
+struct harness_options {
+        const char *api_rate;     /* demo API's -r, default "50" */
+        const char *api_burst;    /* demo API's -b, default "10" */
+        const char *rate;         /* incsearchd's [api] rate, default "45" */
+        const char *burst;        /* default "8" */
+        const char *workers;      /* default "2" */
+        const char *timeout_ms;   /* [api] timeout_ms, default "2000" */
+        const char *extra_server; /* more [server] lines */
+        const char *extra_api;    /* more [api] lines */
+        int faults;               /* start the demo API with -F */
+};
+
+/* Starts both programs and waits for their ports; fails the test if either does not come up. */
+void harness_start(struct harness *h, const struct harness_options *options);
+
+/* Stops both programs. */
+void harness_stop_all(struct harness *h);
+
+/* Reads a number from the demo API's /stats. */
+long long harness_api_stat(const struct harness *h, const char *name);
+
+/* Prints a log file to stderr, for a failing test. */
+void harness_dump_log(const struct harness *h, const char *name);
+
+#endif

@@ -1,0 +1,15 @@
+/* The Check suites that check_main.c runs, one per module. */
+#ifndef INCSEARCHD_SUITES_H
+#define INCSEARCHD_SUITES_H
+
+#include <check.h>
+
+Suite *conf_suite(void);
+Suite *bucket_suite(void);
+Suite *slot_suite(void);
+Suite *ws_suite(void);
+Suite *api_suite(void);
+Suite *places_suite(void);
+Suite *e2e_suite(void);
+
+#endif
