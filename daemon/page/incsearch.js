@@ -5,6 +5,7 @@
  *     onResults(results, info) {},  // info: {q, seq, latencyMs, cached, latest}
  *     onError(error) {},            // error: {code, message, q, seq, latencyMs}
  *     onStatus(status) {},          // status: {state, attempt, delayMs}
+ *     onLate(late) {},              // late: {q, seq, waitedMs}
  *   });
  *   input.addEventListener('input', () => client.search(input.value));
  *
@@ -19,6 +20,12 @@
  * from sending that seq to receiving its response, or null when the send time is unknown.
  * latest is true when the response is for the last query sent. error.seq is null for an
  * error that the server did not tie to a query, and error.code is "unknown" when missing.
+ *
+ * onLate runs when a query sent on the connection has had no response for options.lateMs ms,
+ * usually because incsearchd queues it until the API's rate limit allows another call. late.q
+ * and late.seq are those of the last query sent, and late.waitedMs is the time since the
+ * oldest query still without a response was sent. It runs once per wait: again only after a
+ * response or a new connection.
  *
  * status.state is one of:
  *   "connecting"    a connection is being opened, after attempt failures in a row
@@ -43,12 +50,14 @@ class IncSearch {
   #lastSentSeq = 0;
   #lastShownSeq = 0; // seq of the last response delivered to a callback
   #sentAt = new Map(); // seq -> send time in ms, for each seq still without a response
+  #lateTimer = null;
 
   /**
    * Opens the connection at once.
    *
    * url defaults to IncSearch.defaultUrl(). options.onResults, onError and onStatus are the
-   * callbacks described above. options.minDelayMs (default 250) is the first reconnect
+   * callbacks described above, and options.onLate too. options.lateMs (default 1000) is the
+   * wait in ms after which a query without a response counts as late. options.minDelayMs (default 250) is the first reconnect
    * backoff step in ms, which doubles after each failure up to options.maxDelayMs (default
    * 10000), and each delay is a random value from half the step to the step. The step
    * returns to minDelayMs once a connection opens. options.WebSocket replaces the global
@@ -60,6 +69,8 @@ class IncSearch {
     this.onResults = options.onResults || function () {};
     this.onError = options.onError || function () {};
     this.onStatus = options.onStatus || function () {};
+    this.onLate = options.onLate || function () {};
+    this.lateMs = options.lateMs ?? 1000;
     this.minDelayMs = options.minDelayMs ?? 250;
     this.maxDelayMs = options.maxDelayMs ?? 10000;
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
@@ -105,6 +116,7 @@ class IncSearch {
     this.#isClosed = true;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
+    this.#stopLateTimer();
     if (this.#socket !== null) {
       const socket = this.#socket;
 
@@ -121,6 +133,7 @@ class IncSearch {
     this.#lastSentSeq = 0;
     this.#lastShownSeq = 0;
     this.#sentAt.clear();
+    this.#stopLateTimer();
 
     // A socket that close() or a reconnect replaced may still fire events, and they must
     // not touch the state of its successor.
@@ -154,6 +167,7 @@ class IncSearch {
   // close after every error event.
   #handleClose() {
     this.#socket = null;
+    this.#stopLateTimer();
 
     // Equal jitter: a random delay between half the backoff step and the whole step, so
     // that clients dropped together do not all come back at the same moment.
@@ -173,6 +187,34 @@ class IncSearch {
 
     this.#sentAt.set(seq, IncSearch.#now());
     this.#socket.send(JSON.stringify({q: text, seq}));
+    if (this.#lateTimer === null) {
+      this.#startLateTimer();
+    }
+  }
+
+  // Arms the late timer for the oldest query still without a response, if there is one.
+  #startLateTimer() {
+    const oldest = this.#sentAt.values().next();
+
+    if (oldest.done) {
+      return;
+    }
+    const remainingMs = Math.max(0, oldest.value + this.lateMs - IncSearch.#now());
+
+    this.#lateTimer = setTimeout(() => {
+      // The timer stays set, though fired, so that #send() does not arm it again before the
+      // next response.
+      this.onLate({
+        q: this.#query,
+        seq: this.#lastSentSeq,
+        waitedMs: IncSearch.#now() - oldest.value,
+      });
+    }, remainingMs);
+  }
+
+  #stopLateTimer() {
+    clearTimeout(this.#lateTimer);
+    this.#lateTimer = null;
   }
 
   // Drops frames that are not JSON objects, and responses with a seq that this connection
@@ -238,7 +280,7 @@ class IncSearch {
 
   // Returns the ms since seq was sent, or null if it was never sent or already had a response.
   // Forgets seq and every older one, because the server sends no response to them after a
-  // response to a newer one.
+  // response to a newer one, and restarts the late timer for the queries still waiting.
   #takeLatency(seq) {
     const sentAt = this.#sentAt.get(seq);
 
@@ -248,6 +290,8 @@ class IncSearch {
       }
       this.#sentAt.delete(key);
     }
+    this.#stopLateTimer();
+    this.#startLateTimer();
     return sentAt === undefined ? null : IncSearch.#now() - sentAt;
   }
 
