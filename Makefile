@@ -2,7 +2,10 @@
 # Debian packages first (as root), then build into build/.
 
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
-	   libssl-dev check iso-codes
+	   libssl-dev check iso-codes chromium
+
+# The browser test drives this Chromium with playwright-core from tests/browser/node_modules.
+CHROMIUM = /usr/bin/chromium
 
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -36,7 +39,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test install clean format
+.PHONY: all deps run check test browser-test install clean format
 
 all: $(PROGRAMS)
 
@@ -86,9 +89,22 @@ run: deps
 
 check: deps
 	@$(MAKE) --no-print-directory test
+	@$(MAKE) --no-print-directory browser-test
 
 test: $(PROGRAMS) $(B)/check_incsearchd
 	INCSEARCHD_BUILD=$(abspath $(B)) $(B)/check_incsearchd
+
+# The demo page in headless Chromium; screenshots go to build/browser-test/. npm ci installs
+# playwright-core at the version in package-lock.json and never downloads a browser.
+browser-test: $(PROGRAMS)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "skipping the browser test: $(CHROMIUM) is not installed (Debian package chromium)"; \
+	elif ! command -v npm >/dev/null; then \
+		echo "npm not found: install Node.js 20 or later with npm to run the browser test" >&2; exit 1; \
+	else \
+		cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && \
+		INCSEARCHD_BUILD=$(abspath $(B)) CHROMIUM=$(CHROMIUM) node --test page.test.js; \
+	fi
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)/lib/systemd/system
