@@ -62,9 +62,10 @@ class Program {
   // exits first or the port stays closed for START_TIMEOUT_MS.
   async start(port) {
     const log = fs.openSync(this.logPath, 'a');
-    const child = childProcess.spawn(path.join(BUILD_DIR, this.name), this.args, {
-      stdio: ['ignore', log, log],
-    });
+    // setpriv (util-linux) sets PR_SET_PDEATHSIG and then execs the program under the same PID,
+    // so that the program gets SIGTERM if this test process dies without stopping it.
+    const argv = ['--pdeathsig', 'SIGTERM', '--', path.join(BUILD_DIR, this.name), ...this.args];
+    const child = childProcess.spawn('setpriv', argv, {stdio: ['ignore', log, log]});
 
     fs.closeSync(log);
     this.child = child;
