@@ -1,5 +1,6 @@
 #include "conf.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -190,6 +191,7 @@ static int conf_parse_listen(struct conf *conf, const char *value)
 {
         const char *colon = strrchr(value, ':');
         const char *host = value;
+        struct in6_addr addr;
         size_t host_len;
         uint64_t port;
 
@@ -204,6 +206,9 @@ static int conf_parse_listen(struct conf *conf, const char *value)
                 return -1;
         memcpy(conf->listen_host, host, host_len);
         conf->listen_host[host_len] = '\0';
+        if (inet_pton(AF_INET, conf->listen_host, &addr) != 1 &&
+            inet_pton(AF_INET6, conf->listen_host, &addr) != 1)
+                return -1;
         conf->listen_port = (uint16_t)port;
         return 0;
 }
@@ -259,8 +264,8 @@ static void conf_set(struct conf_parser *p, const struct conf_key *key, const ch
         case CONF_TYPE_LISTEN:
                 if (conf_parse_listen(p->conf, value) < 0)
                         conf_error(p, p->line,
-                                   "invalid value '%s' for %s: expected ADDRESS:PORT, such as "
-                                   "127.0.0.1:8080 or [::1]:8080",
+                                   "invalid value '%s' for %s: expected a numeric ADDRESS:PORT, "
+                                   "such as 127.0.0.1:8080 or [::1]:8080",
                                    value, key->name);
                 return;
         case CONF_TYPE_URL:

@@ -1,7 +1,9 @@
 /*
- * Messages from a worker to the daemon over their Unix stream socket: a fixed header followed
- * by LENGTH bytes of body. The body is the complete JSON text that the daemon sends to the
- * client as one WebSocket text frame.
+ * Messages between the daemon and a worker over their Unix stream socket: a fixed header
+ * followed by LENGTH bytes of body. The daemon first sends its configuration, so that a worker
+ * restarted later runs with the same settings even if the file has changed since. The worker
+ * then sends one result per query, whose body is the complete JSON text that the daemon sends
+ * to the client as one WebSocket text frame.
  */
 #ifndef INCSEARCHD_IPC_H
 #define INCSEARCHD_IPC_H
@@ -12,7 +14,8 @@
 #define IPC_MAGIC 0x49504331u /* "IPC1" in memory order */
 
 enum ipc_type {
-        IPC_RESULT = 1, /* the reply to one query, results or an error */
+        IPC_RESULT = 1, /* worker to daemon: the reply to one query, results or an error */
+        IPC_CONF = 2,   /* daemon to worker: the struct conf the daemon runs with */
 };
 
 /* The outcome of an API call, for counters. The body already carries what the client needs. */
@@ -50,5 +53,8 @@ int ipc_check_header(const struct ipc_header *header, size_t max_body);
 
 /* Writes a whole message to a blocking socket, retrying short writes. Returns 0 or -1. */
 int ipc_send(int fd, const struct ipc_header *header, const void *body);
+
+/* Reads exactly LEN bytes from a blocking socket. Returns 0, or -1 on error or end of file. */
+int ipc_read_full(int fd, void *buf, size_t len);
 
 #endif

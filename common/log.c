@@ -92,3 +92,26 @@ void log_fatal(const char *fmt, ...)
         va_end(ap);
         exit(1);
 }
+
+int log_limit_allow(struct log_limit *limit, enum log_level level)
+{
+        struct timespec now;
+        uint64_t second;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        second = (uint64_t)now.tv_sec;
+        if (second != limit->second) {
+                if (limit->skipped > 0)
+                        log_write(level, "%lu more messages like the next one were not logged",
+                                  limit->skipped);
+                limit->second = second;
+                limit->logged = 0;
+                limit->skipped = 0;
+        }
+        if (limit->logged < LOG_LIMIT_PER_SECOND) {
+                limit->logged++;
+                return 1;
+        }
+        limit->skipped++;
+        return 0;
+}

@@ -6,6 +6,7 @@
 #define INCSEARCHD_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 enum log_level {
         LOG_LEVEL_ERROR,
@@ -27,6 +28,27 @@ void log_write(enum log_level level, const char *fmt, ...) __attribute__((format
 
 /* Logs at error level and exits with status 1. */
 void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * A cap on how often one kind of message is logged, for events that a client can cause at will:
+ * at most LOG_LIMIT_PER_SECOND lines a second, then one line with the count of those skipped.
+ */
+#define LOG_LIMIT_PER_SECOND 10
+
+struct log_limit {
+        uint64_t second; /* CLOCK_MONOTONIC second of the current window */
+        unsigned logged;
+        unsigned long skipped;
+};
+
+/* Returns 1 if a message under LIMIT may be logged now. */
+int log_limit_allow(struct log_limit *limit, enum log_level level);
+
+#define log_limited(limit, level, ...)                                                             \
+        do {                                                                                       \
+                if (log_level >= (level) && log_limit_allow((limit), (level)))                     \
+                        log_write((level), __VA_ARGS__);                                           \
+        } while (0)
 
 #define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...)                                                                              \

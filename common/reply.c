@@ -1,5 +1,6 @@
 #include "reply.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,23 +21,46 @@ static char *reply_serialize(json_object *obj, size_t *len)
         return copy;
 }
 
-char *reply_results(int64_t seq, const char *query, size_t query_len, json_object *results,
-                    size_t *len)
+char *reply_results(int64_t seq, const char *query, size_t query_len, const char *results,
+                    size_t results_len, size_t *len)
 {
-        json_object *obj = json_object_new_object();
+        static const char middle[] = ",\"results\":";
+        static const char tail[] = ",\"cached\":false}";
+        json_object *q = json_object_new_string_len(query, (int)query_len);
+        const char *q_text;
+        size_t q_len, head_len;
+        char head[64], *out, *p;
 
-        if (obj == NULL) {
-                json_object_put(results);
+        if (q == NULL)
+                return NULL;
+        if (results == NULL) {
+                results = "[]";
+                results_len = 2;
+        }
+        q_text = json_object_to_json_string_length(
+            q, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &q_len);
+        head_len = (size_t)snprintf(head, sizeof(head),
+                                    "{\"type\":\"results\",\"seq\":%lld,\"q\":", (long long)seq);
+
+        /* The API's body is spliced in as received, so it is neither re-encoded nor grown. */
+        *len = head_len + q_len + (sizeof(middle) - 1) + results_len + (sizeof(tail) - 1);
+        out = malloc(*len + 1);
+        if (out == NULL) {
+                json_object_put(q);
                 return NULL;
         }
-        if (results == NULL)
-                results = json_object_new_array();
-        json_object_object_add(obj, "type", json_object_new_string("results"));
-        json_object_object_add(obj, "seq", json_object_new_int64(seq));
-        json_object_object_add(obj, "q", json_object_new_string_len(query, (int)query_len));
-        json_object_object_add(obj, "results", results);
-        json_object_object_add(obj, "cached", json_object_new_boolean(0));
-        return reply_serialize(obj, len);
+        p = out;
+        memcpy(p, head, head_len);
+        p += head_len;
+        memcpy(p, q_text, q_len);
+        p += q_len;
+        memcpy(p, middle, sizeof(middle) - 1);
+        p += sizeof(middle) - 1;
+        memcpy(p, results, results_len);
+        p += results_len;
+        memcpy(p, tail, sizeof(tail));
+        json_object_put(q);
+        return out;
 }
 
 char *reply_error(int64_t seq, const char *query, size_t query_len, const char *code,

@@ -16,12 +16,12 @@
 #define REPLY_OVERLOADED "overloaded"
 
 /*
- * Builds {"type":"results","seq":SEQ,"q":QUERY,"results":RESULTS,"cached":false}, taking
- * ownership of RESULTS (NULL means an empty array). Returns a malloc'd string and its length,
- * or NULL when out of memory.
+ * Builds {"type":"results","seq":SEQ,"q":QUERY,"results":RESULTS,"cached":false}. RESULTS is
+ * JSON text that the caller has validated, copied as it is (NULL means an empty array). Returns
+ * a malloc'd string and its length, or NULL when out of memory.
  */
-char *reply_results(int64_t seq, const char *query, size_t query_len, json_object *results,
-                    size_t *len);
+char *reply_results(int64_t seq, const char *query, size_t query_len, const char *results,
+                    size_t results_len, size_t *len);
 
 /*
  * Builds {"type":"error","seq":SEQ,"q":QUERY,"error":CODE,"message":MESSAGE}. A negative SEQ

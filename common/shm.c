@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -41,8 +42,25 @@ uint64_t shm_now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* Returns the pid of a live incsearchd that owns the segment NAME, or 0. */
+static pid_t shm_live_owner(const char *name)
+{
+        struct shm_header h;
+        pid_t pid = 0;
+        int fd = shm_open(name, O_RDONLY, 0);
+
+        if (fd < 0)
+                return 0;
+        if (read(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) && h.magic == SHM_MAGIC &&
+            h.daemon_pid > 0 && h.daemon_pid != getpid() &&
+            (kill(h.daemon_pid, 0) == 0 || errno == EPERM))
+                pid = h.daemon_pid;
+        close(fd);
+        return pid;
+}
+
 int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t max_query_bytes,
-               uint64_t rate_milli, uint32_t burst)
+               uint64_t rate_milli, uint32_t burst, pid_t *owner)
 {
         size_t slot_size = shm_align(sizeof(struct slot) + max_query_bytes, 64);
         size_t size = shm_slots_offset(slot_count) + slot_size * slot_count;
@@ -50,7 +68,12 @@ int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t 
         void *base;
         int fd, saved;
 
-        /* A segment left by a crashed run contains nothing worth keeping. */
+        /* A segment left by a crashed run contains nothing worth keeping, but a live one does. */
+        *owner = shm_live_owner(name);
+        if (*owner != 0) {
+                errno = EBUSY;
+                return -1;
+        }
         if (shm_unlink(name) < 0 && errno != ENOENT)
                 return -1;
         fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -79,7 +102,9 @@ int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t 
                 errno = saved;
                 return -1;
         }
+        h->daemon_pid = getpid();
         bucket_init(&h->bucket, rate_milli, burst, h->created_ns);
+        h->bucket.tokens = 0;
         shm_set_pointers(shm, base, size);
         return 0;
 

@@ -70,6 +70,7 @@ struct shm_header {
         uint64_t slot_size;  /* bytes per slot, a multiple of 64 */
         uint64_t total_size; /* bytes of the whole segment */
         uint64_t created_ns; /* CLOCK_MONOTONIC */
+        int32_t daemon_pid;  /* the incsearchd that created the segment */
 
         sem_t lock;
         _Atomic int32_t lock_owner; /* pid holding lock, 0 when free */
@@ -94,10 +95,12 @@ struct shm {
 
 /*
  * Creates the segment NAME, removing a stale one left by an earlier run, and initialises the
- * header, both semaphores, a full bucket and SLOT_COUNT free slots. Returns 0, or -1 with errno.
+ * header, both semaphores, an empty bucket and SLOT_COUNT free slots. The bucket starts empty
+ * so that a restart cannot send the API a second burst. Returns 0, or -1 with errno; EBUSY
+ * means a running incsearchd (its pid in *OWNER) uses NAME.
  */
 int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t max_query_bytes,
-               uint64_t rate_milli, uint32_t burst);
+               uint64_t rate_milli, uint32_t burst, pid_t *owner);
 
 /* Maps an existing segment and checks its magic, layout version and sizes. On failure returns
  * -1 and writes the reason into ERROR. */

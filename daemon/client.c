@@ -18,6 +18,12 @@
 #include "slot.h"
 #include "ws.h"
 
+/*
+ * The largest seq accepted: 2^53-1, the largest integer a JavaScript number holds exactly. The
+ * bound also keeps the next automatic seq, last_seq + 1, from overflowing.
+ */
+#define CLIENT_MAX_SEQ 9007199254740991LL
+
 /* Room for frames that arrive behind the one being read, beyond the largest message. */
 #define CLIENT_READ_SLACK 4096
 
@@ -65,10 +71,14 @@ static void client_close(struct client *client, unsigned code, const char *reaso
                 server_close_client(client);
 }
 
+/* Bad input from clients is logged, but no client can flood the log with it. */
+static struct log_limit client_bad_input_limit;
+
 static void client_fail(struct client *client, unsigned code, const char *reason)
 {
-        log_debug("client %llu (%s) slot %u: closing with %u: %s", (unsigned long long)client->id,
-                  client->peer, client->slot, code, reason);
+        log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
+                    "client %llu (%s) slot %u: closing with %u: %s", (unsigned long long)client->id,
+                    client->peer, client->slot, code, reason);
         client_close(client, code, reason);
 }
 
@@ -78,6 +88,9 @@ static void client_send_error(struct client *client, int64_t seq, const char *qu
         size_t len;
         char *text = reply_error(seq, query, query_len, code, message, &len);
 
+        log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
+                    "client %llu (%s) slot %u: %s for seq %lld: %s", (unsigned long long)client->id,
+                    client->peer, client->slot, code, (long long)seq, message);
         if (text == NULL) {
                 log_warn("client %llu: out of memory building an error message",
                          (unsigned long long)client->id);
@@ -112,10 +125,15 @@ static void client_answer_locally(struct client *client, int64_t seq, const char
                 shm_count(&d->shm, superseded);
         shm_unlock(&d->shm);
 
-        if (error_code != NULL)
+        if (error_code != NULL) {
+                log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
+                            "client %llu (%s) slot %u: %s for seq %lld",
+                            (unsigned long long)client->id, client->peer, client->slot, error_code,
+                            (long long)seq);
                 text = reply_error(seq, query, len, error_code, message, &text_len);
-        else
-                text = reply_results(seq, query, len, NULL, &text_len);
+        } else {
+                text = reply_results(seq, query, len, NULL, 0, &text_len);
+        }
         if (text == NULL) {
                 log_warn("client %llu: out of memory building a reply",
                          (unsigned long long)client->id);
@@ -136,7 +154,13 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
         client->last_seq = seq;
 
         if (len > d->conf.max_query_bytes) {
-                client_answer_locally(client, seq, query, len, REPLY_QUERY_TOO_LONG,
+                /* Echo only the allowed length, cut at a character boundary, so that a long
+                 * query cannot make the reply larger than the bound on queries. */
+                size_t echo = d->conf.max_query_bytes;
+
+                while (echo > 0 && ((unsigned char)query[echo] & 0xC0) == 0x80)
+                        echo--;
+                client_answer_locally(client, seq, query, echo, REPLY_QUERY_TOO_LONG,
                                       "query is longer than max_query_bytes");
                 return;
         }
@@ -196,10 +220,11 @@ static void client_handle_message(struct client *client, const char *text, size_
         if (json_object_object_get_ex(obj, "seq", &seq_obj)) {
                 errno = 0;
                 seq = json_object_get_int64(seq_obj);
-                if (!json_object_is_type(seq_obj, json_type_int) || seq < 0 || errno != 0) {
+                if (!json_object_is_type(seq_obj, json_type_int) || seq < 0 || errno != 0 ||
+                    seq > CLIENT_MAX_SEQ) {
                         client_send_error(client, -1, json_object_get_string(q),
                                           (size_t)json_object_get_string_len(q), REPLY_BAD_REQUEST,
-                                          "\"seq\" must be an integer from 0 to 2^63-1");
+                                          "\"seq\" must be an integer from 0 to 2^53-1");
                         goto done;
                 }
                 if (seq <= client->last_seq) {

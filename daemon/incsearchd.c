@@ -140,6 +140,7 @@ int main(int argc, char **argv)
         const char *conf_path = CONF_DEFAULT_PATH;
         char resolved[PATH_MAX];
         int check_only = 0, opt;
+        pid_t owner;
 
         while ((opt = getopt(argc, argv, "c:htV")) != -1) {
                 switch (opt) {
@@ -182,10 +183,6 @@ int main(int argc, char **argv)
 
         if (daemon_alloc_slots() < 0)
                 log_fatal("out of memory allocating %u client slots", d->conf.max_clients);
-        if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_clients, d->conf.max_query_bytes,
-                       d->conf.rate_milli, d->conf.burst) < 0)
-                log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
-
         d->base = event_base_new();
         if (d->base == NULL)
                 log_fatal("cannot create the event loop");
@@ -193,9 +190,17 @@ int main(int argc, char **argv)
         daemon_add_signal(SIGTERM);
         daemon_add_signal(SIGHUP);
         daemon_add_signal(SIGCHLD);
-        if (server_listen() < 0) {
-                shm_destroy(&d->shm, d->conf.shm_name);
+        /* Listen first: a second instance on the same port must fail before it touches the
+         * shared memory of the first. */
+        if (server_listen() < 0)
                 return 1;
+        if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_clients, d->conf.max_query_bytes,
+                       d->conf.rate_milli, d->conf.burst, &owner) < 0) {
+                if (errno == EBUSY)
+                        log_fatal("shared memory %s is in use by incsearchd pid %d; stop it or "
+                                  "set another shm_name",
+                                  d->conf.shm_name, (int)owner);
+                log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
         }
         supervisor_start();
         log_info("incsearchd %s started: %u workers, %u slots, API rate %llu.%03llu/s burst %u, "

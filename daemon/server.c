@@ -35,6 +35,9 @@ struct http_request {
         const char *ws_version;
 };
 
+/* Rejections and accept failures that a flood of clients can cause, logged at a capped rate. */
+static struct log_limit server_reject_limit, server_accept_limit;
+
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -93,8 +96,8 @@ static void server_respond_text(struct client *client, int status, const char *r
         char body[128];
         int n = snprintf(body, sizeof(body), "%d %s\n", status, reason);
 
-        log_debug("client %llu (%s): HTTP %d %s", (unsigned long long)client->id, client->peer,
-                  status, reason);
+        log_limited(&server_reject_limit, LOG_LEVEL_INFO, "client %llu (%s): HTTP %d %s",
+                    (unsigned long long)client->id, client->peer, status, reason);
         server_respond(client, status, reason, "text/plain; charset=utf-8", extra_headers, body,
                        (size_t)n);
 }
@@ -189,8 +192,9 @@ static void server_upgrade(struct client *client, const struct http_request *req
                 return;
         }
         if (d->free_count == 0) {
-                log_warn("client %llu (%s) rejected: all %u slots are in use (max_clients)",
-                         (unsigned long long)client->id, client->peer, d->conf.max_clients);
+                log_limited(&server_reject_limit, LOG_LEVEL_WARN,
+                            "client %llu (%s) rejected: all %u slots are in use (max_clients)",
+                            (unsigned long long)client->id, client->peer, d->conf.max_clients);
                 server_respond_text(client, 503, "Service Unavailable", "Retry-After: 5\r\n");
                 return;
         }
@@ -383,14 +387,16 @@ static void server_accept_error_cb(struct evconnlistener *listener, void *arg)
         (void)arg;
         if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
                 /* Accepting again at once would spin: wait for a descriptor to free up. */
-                log_warn("accept failed: %s; pausing accept for %d ms with %u connections open",
-                         evutil_socket_error_to_string(err), SERVER_ACCEPT_PAUSE_MS,
-                         d->connections);
+                log_limited(&server_accept_limit, LOG_LEVEL_WARN,
+                            "accept failed: %s; pausing accept for %d ms with %u connections open",
+                            evutil_socket_error_to_string(err), SERVER_ACCEPT_PAUSE_MS,
+                            d->connections);
                 evconnlistener_disable(listener);
                 evtimer_add(d->listener_resume, &pause);
                 return;
         }
-        log_warn("accept failed: %s", evutil_socket_error_to_string(err));
+        log_limited(&server_accept_limit, LOG_LEVEL_WARN, "accept failed: %s",
+                    evutil_socket_error_to_string(err));
 }
 
 int server_listen(void)

@@ -126,8 +126,7 @@ static void supervisor_exec_worker(unsigned index, int fd)
         }
         snprintf(index_arg, sizeof(index_arg), "%u", index);
         snprintf(fd_arg, sizeof(fd_arg), "%d", SUPERVISOR_WORKER_FD);
-        execl(d->worker_path, "incsearchd-worker", "-c", d->conf.path, "-i", index_arg, "-f",
-              fd_arg, (char *)NULL);
+        execl(d->worker_path, "incsearchd-worker", "-i", index_arg, "-f", fd_arg, (char *)NULL);
         log_error("cannot run worker %s: %s", d->worker_path, strerror(errno));
         _exit(127);
 }
@@ -137,6 +136,7 @@ static void supervisor_spawn(unsigned index)
         struct daemon *d = &daemon_state;
         struct worker *w = &d->workers[index];
         struct timeval retry = {1, 0};
+        struct ipc_header conf_header = {.magic = IPC_MAGIC, .type = IPC_CONF};
         int fds[2];
         pid_t pid;
 
@@ -159,6 +159,11 @@ static void supervisor_spawn(unsigned index)
                 supervisor_exec_worker(index, fds[1]);
         }
         close(fds[1]);
+        /* The socket is still blocking, and its buffer takes the whole config at once. */
+        conf_header.length = sizeof(d->conf);
+        if (ipc_send(fds[0], &conf_header, &d->conf) < 0)
+                log_error("worker %u (pid %d): cannot send the configuration: %s", index, (int)pid,
+                          strerror(errno));
         evutil_make_socket_nonblocking(fds[0]);
         w->pid = pid;
         w->fd = fds[0];
@@ -199,7 +204,7 @@ static void supervisor_requeue(unsigned index)
 {
         struct daemon *d = &daemon_state;
         struct shm_worker *sw = &d->shm.header->workers[index];
-        int requeued = 0;
+        int requeued = 0, wake;
         uint32_t slot;
         uint64_t seq;
 
@@ -209,10 +214,17 @@ static void supervisor_requeue(unsigned index)
         if (sw->busy)
                 requeued = slot_requeue(&d->shm, slot, sw->generation, seq, shm_now_ns());
         sw->busy = 0;
+        /*
+         * The worker may have died after taking a post of the work semaphore and before taking
+         * a slot, for example while sleeping for a token. That post is lost, so give one back
+         * whenever slots are waiting; a spare post only wakes a worker that finds nothing.
+         */
+        wake = requeued || d->shm.header->fifo_count > 0;
         shm_unlock(&d->shm);
+        if (wake)
+                sem_post(&d->shm.header->work);
         if (requeued) {
                 shm_count(&d->shm, requeued);
-                sem_post(&d->shm.header->work);
                 log_warn("worker %u died during the call for slot %u seq %" PRIu64 "; requeued it",
                          index, slot, seq);
         }

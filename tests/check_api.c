@@ -30,8 +30,8 @@ END_TEST
 START_TEST(reply_results_shape)
 {
         size_t len;
-        char *text =
-            reply_results(7, "sw\"", 3, json_tokener_parse("[{\"name\":\"Sweden\"}]"), &len);
+        const char *results = "[{\"name\":\"Sweden\"}]";
+        char *text = reply_results(7, "sw\"", 3, results, strlen(results), &len);
 
         ck_assert_ptr_nonnull(text);
         ck_assert_str_eq(text,
@@ -58,6 +58,47 @@ START_TEST(reply_error_shape)
 }
 END_TEST
 
+START_TEST(api_json_accepts_valid)
+{
+        static const char *const valid[] = {"[]",
+                                            "{}",
+                                            "[1, 2.5, -3e2]\n",
+                                            "{\"a\": [true, null]}",
+                                            "\"Z\u00fcrich\"",
+                                            "  [\"\\u0000\"]  "};
+
+        for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++)
+                ck_assert_msg(api_json_valid(valid[i], strlen(valid[i])), "rejected: %s", valid[i]);
+}
+END_TEST
+
+START_TEST(api_json_rejects_invalid)
+{
+        static const char *const invalid[] = {
+            "",        "[1",          "{\"r\":NaN}", "[Infinity]", "[-Infinity]",
+            "[1e999]", "{\"q\":'a'}", "[1]/*c*/",    "[1] x",      "[\"\xc3\x28\"]",
+            "[1][2]",
+        };
+
+        for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++)
+                ck_assert_msg(!api_json_valid(invalid[i], strlen(invalid[i])), "accepted: %s",
+                              invalid[i]);
+}
+END_TEST
+
+START_TEST(api_json_depth_limit)
+{
+        char text[2 * (API_MAX_DEPTH + 1) + 1];
+
+        memset(text, '[', API_MAX_DEPTH);
+        memset(text + API_MAX_DEPTH, ']', API_MAX_DEPTH);
+        ck_assert(api_json_valid(text, 2 * API_MAX_DEPTH));
+        memset(text, '[', API_MAX_DEPTH + 1);
+        memset(text + API_MAX_DEPTH + 1, ']', API_MAX_DEPTH + 1);
+        ck_assert(!api_json_valid(text, 2 * (API_MAX_DEPTH + 1)));
+}
+END_TEST
+
 Suite *api_suite(void)
 {
         Suite *s = suite_create("api");
@@ -65,6 +106,9 @@ Suite *api_suite(void)
 
         tcase_add_test(tc, api_encode_unreserved_kept);
         tcase_add_test(tc, api_encode_reserved_escaped);
+        tcase_add_test(tc, api_json_accepts_valid);
+        tcase_add_test(tc, api_json_rejects_invalid);
+        tcase_add_test(tc, api_json_depth_limit);
         tcase_add_test(tc, reply_results_shape);
         tcase_add_test(tc, reply_error_shape);
         suite_add_tcase(s, tc);

@@ -166,6 +166,20 @@ START_TEST(conf_duplicate_key)
 }
 END_TEST
 
+START_TEST(conf_listen_must_be_numeric)
+{
+        struct conf conf;
+        char text[512], errors[1024];
+
+        snprintf(text, sizeof(text), "[server]\nlisten = localhost:8080\n%s", conf_minimal);
+        ck_assert_int_eq(conf_try(&conf, text, errors, sizeof(errors)), 1);
+        ck_assert_str_eq(errors,
+                         conf_expect(2, "invalid value 'localhost:8080' for listen: expected "
+                                        "a numeric ADDRESS:PORT, such as 127.0.0.1:8080 or "
+                                        "[::1]:8080\n"));
+}
+END_TEST
+
 START_TEST(conf_key_outside_section)
 {
         struct conf conf;
@@ -244,6 +258,7 @@ Suite *conf_suite(void)
         tcase_add_loop_test(tc, conf_bad_line_reported, 0,
                             sizeof(conf_bad_cases) / sizeof(conf_bad_cases[0]));
         tcase_add_test(tc, conf_duplicate_key);
+        tcase_add_test(tc, conf_listen_must_be_numeric);
         tcase_add_test(tc, conf_key_outside_section);
         tcase_add_test(tc, conf_missing_required_key);
         tcase_add_test(tc, conf_every_error_in_one_pass);

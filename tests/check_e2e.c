@@ -580,6 +580,149 @@ START_TEST(e2e_worker_crash_requeues)
 }
 END_TEST
 
+START_TEST(e2e_seq_beyond_safe_integer)
+{
+        json_object *reply;
+        int fd;
+
+        harness_start(&e2e, NULL);
+        fd = e2e_connect();
+        reply = e2e_query(fd, "peru", 9007199254740992LL, 3000);
+        ck_assert_str_eq(e2e_string(reply, "error"), "bad_request");
+        json_object_put(reply);
+        ck_assert_int_eq(wsc_send_text(fd, "{\"q\":\"peru\",\"seq\":18446744073709551615}"), 0);
+        reply = e2e_next_json(fd, 3000);
+        ck_assert_str_eq(e2e_string(reply, "error"), "bad_request");
+        json_object_put(reply);
+        reply = e2e_query(fd, "peru", 9007199254740991LL, 5000);
+        ck_assert_str_eq(e2e_string(reply, "type"), "results");
+        ck_assert_int_eq(e2e_int(reply, "seq"), 9007199254740991LL);
+        json_object_put(reply);
+        close(fd);
+}
+END_TEST
+
+/* Kills every worker of the daemon with SIGKILL. Returns how many there were. */
+static unsigned e2e_kill_workers(void)
+{
+        pid_t workers[8];
+        unsigned n = e2e_children(e2e.daemon_pid, workers, 8);
+
+        for (unsigned i = 0; i < n; i++)
+                ck_assert_int_eq(kill(workers[i], SIGKILL), 0);
+        return n;
+}
+
+/* Workers that die while sleeping for a token must not take the wake-ups of waiting queries
+ * with them. */
+START_TEST(e2e_worker_killed_waiting_token)
+{
+        struct harness_options options = {
+            .api_rate = "2", .api_burst = "2", .rate = "0.5", .burst = "1", .workers = "2"};
+        json_object *reply;
+        pid_t workers[8];
+        int a, b;
+
+        harness_start(&e2e, &options);
+        for (int waited = 0; e2e_children(e2e.daemon_pid, workers, 8) < 2 && waited < 3000;
+             waited += 50)
+                e2e_sleep_ms(50);
+        a = e2e_connect();
+        b = e2e_connect();
+        /* The bucket starts empty, so both queries wait about 2 s for a token. */
+        ck_assert_int_eq(wsc_send_text(a, "{\"q\":\"japa\",\"seq\":1}"), 0);
+        ck_assert_int_eq(wsc_send_text(b, "{\"q\":\"peru\",\"seq\":1}"), 0);
+        e2e_sleep_ms(500);
+        ck_assert_uint_eq(e2e_kill_workers(), 2);
+
+        reply = e2e_next_json(a, 15000);
+        ck_assert(e2e_has_place(reply, "Japan"));
+        json_object_put(reply);
+        reply = e2e_next_json(b, 15000);
+        ck_assert(e2e_has_place(reply, "Peru"));
+        json_object_put(reply);
+        close(a);
+        close(b);
+        ck_assert_int_eq(harness_api_stat(&e2e, "violations"), 0);
+}
+END_TEST
+
+/* Runs incsearchd with CONF_PATH to its exit and returns its log. */
+static void e2e_run_to_exit(const char *conf_path, int *status, char *log, size_t len)
+{
+        char log_path[160];
+        char *argv[] = {"incsearchd", "-c", (char *)conf_path, NULL};
+        pid_t pid;
+        FILE *f;
+        size_t n;
+
+        snprintf(log_path, sizeof(log_path), "%s/second.log", e2e.dir);
+        pid = harness_spawn("incsearchd", argv, log_path);
+        for (int waited = 0; waitpid(pid, status, WNOHANG) != pid; waited += 20) {
+                ck_assert_msg(waited < 5000, "the second incsearchd did not exit");
+                e2e_sleep_ms(20);
+        }
+        f = fopen(log_path, "r");
+        ck_assert_ptr_nonnull(f);
+        n = fread(log, 1, len - 1, f);
+        log[n] = '\0';
+        fclose(f);
+        unlink(log_path);
+}
+
+START_TEST(e2e_second_instance_harmless)
+{
+        char other_conf[200], command[600], log[4096];
+        json_object *reply;
+        int status, fd;
+
+        harness_start(&e2e, NULL);
+
+        /* Same port: listening fails before the shared memory is touched. */
+        e2e_run_to_exit(e2e.conf_path, &status, log, sizeof(log));
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        ck_assert_msg(strstr(log, "cannot listen") != NULL, "got: %s", log);
+
+        /* Another port, same shm_name: the running daemon's segment is left alone. */
+        snprintf(other_conf, sizeof(other_conf), "%s/other.conf", e2e.dir);
+        snprintf(command, sizeof(command), "sed 's/^listen = .*/listen = 127.0.0.1:%d/' %s > %s",
+                 harness_free_port(), e2e.conf_path, other_conf);
+        ck_assert_int_eq(system(command), 0);
+        e2e_run_to_exit(other_conf, &status, log, sizeof(log));
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        ck_assert_msg(strstr(log, "is in use by incsearchd pid") != NULL, "got: %s", log);
+
+        /* Restarted workers can still attach to the first daemon's segment. */
+        ck_assert_uint_eq(e2e_kill_workers(), 2);
+        fd = e2e_connect();
+        reply = e2e_query(fd, "peru", 1, 10000);
+        ck_assert(e2e_has_place(reply, "Peru"));
+        json_object_put(reply);
+        close(fd);
+}
+END_TEST
+
+/* Restarted workers run with the daemon's configuration, not with later edits of the file. */
+START_TEST(e2e_workers_ignore_edited_config)
+{
+        json_object *reply;
+        FILE *f;
+        int fd;
+
+        harness_start(&e2e, NULL);
+        f = fopen(e2e.conf_path, "a");
+        ck_assert_ptr_nonnull(f);
+        fputs("bogus = 1\n", f);
+        fclose(f);
+        ck_assert_uint_eq(e2e_kill_workers(), 2);
+        fd = e2e_connect();
+        reply = e2e_query(fd, "peru", 1, 10000);
+        ck_assert(e2e_has_place(reply, "Peru"));
+        json_object_put(reply);
+        close(fd);
+}
+END_TEST
+
 START_TEST(e2e_invalid_config_exit)
 {
         char dir[] = "/tmp/incsearchd-conf-XXXXXX", conf[128], log[128], text[4096];
@@ -633,6 +776,10 @@ Suite *e2e_suite(void)
         tcase_add_test(tc, e2e_api_down_reported);
         tcase_add_test(tc, e2e_worker_crash_requeues);
         tcase_add_test(tc, e2e_invalid_config_exit);
+        tcase_add_test(tc, e2e_seq_beyond_safe_integer);
+        tcase_add_test(tc, e2e_worker_killed_waiting_token);
+        tcase_add_test(tc, e2e_second_instance_harmless);
+        tcase_add_test(tc, e2e_workers_ignore_edited_config);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,7 +14,11 @@ static char slot_query[64];
 static void slot_setup(void)
 {
         snprintf(slot_shm_name, sizeof(slot_shm_name), "/incsearchd-check-slot-%d", (int)getpid());
-        ck_assert_int_eq(shm_create(&slot_shm, slot_shm_name, 8, 64, 1000000, 100), 0);
+        pid_t owner;
+
+        ck_assert_int_eq(shm_create(&slot_shm, slot_shm_name, 8, 64, 1000000, 100, &owner), 0);
+        /* The segment starts with an empty bucket; these tests want tokens to spend. */
+        slot_shm.header->bucket.tokens = slot_shm.header->bucket.capacity;
 }
 
 static void slot_teardown(void)
@@ -199,6 +204,48 @@ START_TEST(shm_attach_rejects_wrong_layout)
 }
 END_TEST
 
+START_TEST(shm_create_bucket_empty)
+{
+        struct shm other;
+        char name[80];
+        pid_t owner;
+
+        snprintf(name, sizeof(name), "%.60s-empty", slot_shm_name);
+        ck_assert_int_eq(shm_create(&other, name, 4, 16, 10000, 5, &owner), 0);
+        ck_assert_int_eq(other.header->bucket.tokens, 0);
+        ck_assert_int_eq(other.header->bucket.capacity, 5 * BUCKET_UNIT);
+        shm_destroy(&other, name);
+}
+END_TEST
+
+START_TEST(shm_create_refuses_live_owner)
+{
+        struct shm other;
+        pid_t owner = 0;
+
+        /* The Check runner that forked this test is alive, so it stands in for another daemon. */
+        slot_shm.header->daemon_pid = getppid();
+        ck_assert_int_eq(shm_create(&other, slot_shm_name, 8, 64, 1000, 1, &owner), -1);
+        ck_assert_int_eq(errno, EBUSY);
+        ck_assert_int_eq(owner, getppid());
+        ck_assert_uint_eq(slot_shm.header->magic, SHM_MAGIC);
+}
+END_TEST
+
+START_TEST(shm_create_replaces_stale)
+{
+        struct shm other;
+        pid_t owner = 0;
+
+        /* A pid that cannot exist marks the segment as left by a dead daemon. */
+        slot_shm.header->daemon_pid = 0x7ffffff0;
+        ck_assert_int_eq(shm_create(&other, slot_shm_name, 8, 64, 1000, 1, &owner), 0);
+        ck_assert_int_eq(owner, 0);
+        ck_assert_int_eq(other.header->daemon_pid, getpid());
+        shm_detach(&other);
+}
+END_TEST
+
 Suite *slot_suite(void)
 {
         Suite *s = suite_create("slot");
@@ -215,6 +262,9 @@ Suite *slot_suite(void)
         tcase_add_test(tc, slot_requeue_only_latest);
         tcase_add_test(tc, slot_answered_only_current);
         tcase_add_test(tc, shm_attach_rejects_wrong_layout);
+        tcase_add_test(tc, shm_create_bucket_empty);
+        tcase_add_test(tc, shm_create_refuses_live_owner);
+        tcase_add_test(tc, shm_create_replaces_stale);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1,5 +1,7 @@
 #include "api.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,24 +112,57 @@ static int api_build_url(struct api *api, const char *query, size_t len)
         return 0;
 }
 
-static int api_only_space(const char *s, size_t len)
+/* Returns 0 if OBJ or anything inside it is a number JSON cannot represent. */
+static int api_json_finite(json_object *obj)
 {
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-                        return 0;
+        switch (json_object_get_type(obj)) {
+        case json_type_double:
+                return isfinite(json_object_get_double(obj));
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(obj); i++) {
+                        if (!api_json_finite(json_object_array_get_idx(obj, i)))
+                                return 0;
+                }
+                return 1;
+        case json_type_object: {
+                json_object_object_foreach(obj, key, value)
+                {
+                        (void)key;
+                        if (!api_json_finite(value))
+                                return 0;
+                }
+                return 1;
         }
-        return 1;
+        default:
+                return 1;
+        }
 }
 
-enum ipc_status api_call(struct api *api, const char *query, size_t len, json_object **results,
-                         const char **error_code, char *message, size_t message_len)
+int api_json_valid(const char *text, size_t len)
 {
-        struct json_tokener *tok;
+        struct json_tokener *tok = json_tokener_new_ex(API_MAX_DEPTH);
         json_object *parsed;
+        int valid;
+
+        if (tok == NULL || len > INT32_MAX) {
+                json_tokener_free(tok);
+                return 0;
+        }
+        /* Strict mode rejects comments, single quotes and trailing bytes other than whitespace. */
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        parsed = json_tokener_parse_ex(tok, text, (int)len);
+        valid = parsed != NULL && json_tokener_get_parse_end(tok) == len && api_json_finite(parsed);
+        json_object_put(parsed);
+        json_tokener_free(tok);
+        return valid;
+}
+
+enum ipc_status api_call(struct api *api, const char *query, size_t len, const char **error_code,
+                         char *message, size_t message_len)
+{
         long status = 0;
         CURLcode rc;
 
-        *results = NULL;
         if (api_build_url(api, query, len) < 0) {
                 *error_code = REPLY_UPSTREAM_ERROR;
                 snprintf(message, message_len, "API URL too long");
@@ -169,17 +204,10 @@ enum ipc_status api_call(struct api *api, const char *query, size_t len, json_ob
                 return IPC_STATUS_UPSTREAM_ERROR;
         }
 
-        tok = json_tokener_new();
-        parsed = tok != NULL ? json_tokener_parse_ex(tok, api->body, (int)api->body_len) : NULL;
-        if (parsed == NULL || !api_only_space(api->body + json_tokener_get_parse_end(tok),
-                                              api->body_len - json_tokener_get_parse_end(tok))) {
-                json_object_put(parsed);
-                json_tokener_free(tok);
+        if (!api_json_valid(api->body, api->body_len)) {
                 *error_code = REPLY_UPSTREAM_ERROR;
                 snprintf(message, message_len, "the API response is not valid JSON");
                 return IPC_STATUS_UPSTREAM_ERROR;
         }
-        json_tokener_free(tok);
-        *results = parsed;
         return IPC_STATUS_OK;
 }

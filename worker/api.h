@@ -10,6 +10,8 @@
 #include "conf.h"
 #include "ipc.h"
 
+#define API_MAX_DEPTH 64
+
 struct api {
         const struct conf *conf;
         CURL *curl; /* kept across calls, so the connection to the API is reused */
@@ -31,11 +33,17 @@ void api_free(struct api *api);
 size_t api_encode_query(const char *text, size_t len, char *out);
 
 /*
- * Calls the API for QUERY. On success returns IPC_STATUS_OK with the parsed JSON in *RESULTS
- * (owned by the caller). Otherwise returns the failure kind, with the client error code in
- * *ERROR_CODE and a message for the client in MESSAGE.
+ * Calls the API for QUERY. On success returns IPC_STATUS_OK, and api->body holds body_len
+ * bytes of valid JSON until the next call. Otherwise returns the failure kind, with the client
+ * error code in *ERROR_CODE and a message for the client in MESSAGE.
  */
-enum ipc_status api_call(struct api *api, const char *query, size_t len, json_object **results,
-                         const char **error_code, char *message, size_t message_len);
+enum ipc_status api_call(struct api *api, const char *query, size_t len, const char **error_code,
+                         char *message, size_t message_len);
+
+/*
+ * Checks that TEXT is one JSON value a browser's JSON.parse accepts: strict syntax, valid
+ * UTF-8, nesting up to API_MAX_DEPTH, and no NaN or infinite numbers. Returns 1 if so.
+ */
+int api_json_valid(const char *text, size_t len);
 
 #endif

@@ -65,15 +65,14 @@ static void worker_handle(struct worker_state *w, const struct slot_job *job)
         struct ipc_header h = {.magic = IPC_MAGIC, .type = IPC_RESULT};
         const char *error_code = NULL;
         char message[256];
-        json_object *results;
         enum ipc_status status;
         uint64_t start = shm_now_ns(), took;
         size_t len;
         char *body;
 
         shm_count(&w->shm, api_calls);
-        status = api_call(&w->api, job->query, job->query_len, &results, &error_code, message,
-                          sizeof(message));
+        status =
+            api_call(&w->api, job->query, job->query_len, &error_code, message, sizeof(message));
         took = shm_now_ns() - start;
         if (status != IPC_STATUS_OK)
                 shm_count(&w->shm, api_errors);
@@ -83,7 +82,8 @@ static void worker_handle(struct worker_state *w, const struct slot_job *job)
                   (double)took / 1e6, (int)status);
 
         if (status == IPC_STATUS_OK)
-                body = reply_results((int64_t)job->seq, job->query, job->query_len, results, &len);
+                body = reply_results((int64_t)job->seq, job->query, job->query_len, w->api.body,
+                                     w->api.body_len, &len);
         else
                 body = reply_error((int64_t)job->seq, job->query, job->query_len, error_code,
                                    message, &len);
@@ -147,10 +147,27 @@ static void worker_run(struct worker_state *w)
         }
 }
 
+/* Reads the configuration that the daemon sends first on the socket. */
+static void worker_read_conf(struct worker_state *w)
+{
+        struct ipc_header h;
+
+        errno = 0;
+        if (ipc_read_full(w->fd, &h, sizeof(h)) < 0)
+                log_fatal("cannot read the configuration from the daemon: %s",
+                          errno != 0 ? strerror(errno) : "end of file");
+        if (h.magic != IPC_MAGIC || h.type != IPC_CONF || h.length != sizeof(w->conf))
+                log_fatal("invalid configuration message from the daemon (type %u, length %u); "
+                          "the daemon and worker binaries must come from the same build",
+                          h.type, h.length);
+        if (ipc_read_full(w->fd, &w->conf, sizeof(w->conf)) < 0)
+                log_fatal("cannot read the configuration from the daemon");
+}
+
 static void usage(void)
 {
         fprintf(stderr,
-                "usage: incsearchd-worker -c file -i index -f fd\n"
+                "usage: incsearchd-worker -i index -f fd\n"
                 "incsearchd starts its workers itself; there is no need to run one by hand.\n");
         exit(1);
 }
@@ -158,16 +175,12 @@ static void usage(void)
 int main(int argc, char **argv)
 {
         struct worker_state w = {.fd = -1};
-        const char *conf_path = NULL;
         char errors[4096], role[32];
         struct stat st;
         int opt;
 
-        while ((opt = getopt(argc, argv, "c:i:f:")) != -1) {
+        while ((opt = getopt(argc, argv, "i:f:")) != -1) {
                 switch (opt) {
-                case 'c':
-                        conf_path = optarg;
-                        break;
                 case 'i':
                         w.index = (unsigned)atoi(optarg);
                         break;
@@ -178,14 +191,13 @@ int main(int argc, char **argv)
                         usage();
                 }
         }
-        if (conf_path == NULL || w.fd < 0 || w.index >= SHM_MAX_WORKERS)
+        if (w.fd < 0 || w.index >= SHM_MAX_WORKERS)
                 usage();
         snprintf(role, sizeof(role), "incsearchd-worker/%u", w.index);
         log_init(role, LOG_LEVEL_INFO);
         if (fstat(w.fd, &st) < 0 || !S_ISSOCK(st.st_mode))
                 log_fatal("file descriptor %d is not a socket to the daemon", w.fd);
-        if (conf_load(&w.conf, conf_path, errors, sizeof(errors)) > 0)
-                log_fatal("invalid configuration:\n%s", errors);
+        worker_read_conf(&w);
         log_level = w.conf.log_level;
 
         if (shm_attach(&w.shm, w.conf.shm_name, errors, sizeof(errors)) < 0)
