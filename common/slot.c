@@ -7,7 +7,8 @@ static void slot_fifo_push(struct shm *shm, uint32_t index)
         struct shm_header *h = shm->header;
         uint32_t tail = (h->fifo_head + h->fifo_count) % h->slot_count;
 
-        /* Each slot is in the FIFO at most once (in_fifo), so it never contains more than slot_count.
+        /* Each slot is in the FIFO at most once (in_fifo), so it never contains more than
+         * slot_count.
          */
         shm->fifo[tail] = index;
         h->fifo_count++;
