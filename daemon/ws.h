@@ -89,8 +89,8 @@ enum ws_frame_kind {
         WS_FRAME_ERROR = -1,
         WS_FRAME_MORE = 0,
         WS_FRAME_TEXT,  /* a text message or one fragment of it; see frame->message_end */
-        WS_FRAME_PING,  /* answer with a pong that carries the same payload */
-        WS_FRAME_PONG,  /* a keepalive answer or unsolicited: no reply */
+        WS_FRAME_PING,  /* reply with a pong that carries the same payload */
+        WS_FRAME_PONG,  /* a reply to a keepalive ping, or unsolicited; gets no reply */
         WS_FRAME_CLOSE, /* the peer's close: parser->close_code is its code, 0 when absent */
 };
 
