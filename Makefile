@@ -1,14 +1,25 @@
 # incsearchd: `make run` starts the demo, `make check` runs every test. Both install missing
 # Debian packages first (as root), then build into build/.
 
+# clang and libclang-rt-14-dev build the libFuzzer targets; python3-websockets is the
+# independent client of the interoperability test.
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
-	   libssl-dev check iso-codes chromium
+	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium
 
 # The browser test drives this Chromium with playwright-core from tests/browser/node_modules.
 CHROMIUM = /usr/bin/chromium
 
 CC ?= cc
 CFLAGS ?= -O2 -g
+# SANITIZE=1 builds everything with AddressSanitizer and UndefinedBehaviorSanitizer, into
+# build-sanitize/ so that it never mixes with the plain build.
+ifeq ($(SANITIZE),1)
+CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=address,undefined
+B = build-sanitize
+else
+B = build
+endif
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Icommon -Idaemon -Iworker -Idemo-api -MMD -MP
 PKG_LIBS = libevent json-c libcrypto libcurl
@@ -21,7 +32,6 @@ CRYPTO = $(shell pkg-config --libs libcrypto)
 CURL = $(shell pkg-config --libs libcurl)
 CHECK = $(shell pkg-config --libs check)
 
-B = build
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
@@ -29,17 +39,19 @@ SYSCONFDIR ?= /etc
 COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot.o \
 	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
-	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/page.o
+	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
+	 $(B)/daemon/shutdown.o $(B)/daemon/page.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.o \
 	$(B)/tests/check_slot.o $(B)/tests/check_ws.o $(B)/tests/check_api.o \
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/wsclient.o \
-	$(B)/tests/harness.o
+	$(B)/tests/harness.o $(B)/tests/check_http.o $(B)/tests/check_limit.o \
+	$(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test browser-test install clean format
+.PHONY: all deps run check test browser-test fuzz fuzz-build install clean format
 
 all: $(PROGRAMS)
 
@@ -66,17 +78,46 @@ $(B)/daemon/page.o: daemon/page.S daemon/page/index.html daemon/page/incsearch.j
 	$(CC) -c -o $@ daemon/page.S
 
 $(B)/incsearchd: $(DAEMON) $(COMMON)
-	$(CC) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO)
 
 $(B)/incsearchd-worker: $(WORKER) $(COMMON)
-	$(CC) -o $@ $^ $(CURL) $(JSONC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CURL) $(JSONC)
 
 $(B)/incsearch-demo-api: $(DEMOAPI)
-	$(CC) -o $@ $^ $(LIBEVENT) $(JSONC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC)
 
-$(B)/check_incsearchd: $(TESTS) $(COMMON) $(B)/daemon/ws.o $(B)/worker/api.o \
-		$(B)/demo-api/places.o
-	$(CC) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO)
+$(B)/check_incsearchd: $(TESTS) $(COMMON) $(B)/daemon/ws.o $(B)/daemon/http.o \
+		$(B)/daemon/limit.o $(B)/worker/api.o $(B)/demo-api/places.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO)
+
+# libFuzzer targets, always built with clang and both sanitizers into build/fuzz/. Each runs
+# for FUZZ_SECONDS on a copy of its seed corpus in fuzz/corpus/, so the repo's seeds stay as
+# committed; a crash leaves its input in build/fuzz/ and fails the run.
+FUZZ_SECONDS ?= 30
+FUZZ_CC = clang
+FUZZ_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Idaemon -Icommon \
+	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZERS = build/fuzz/fuzz_http build/fuzz/fuzz_frame
+
+build/fuzz/fuzz_http: fuzz/fuzz_http.c daemon/http.c daemon/ws.c daemon/http.h daemon/ws.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_http.c daemon/http.c daemon/ws.c $(CRYPTO)
+
+build/fuzz/fuzz_frame: fuzz/fuzz_frame.c daemon/ws.c daemon/ws.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_frame.c daemon/ws.c $(CRYPTO)
+
+fuzz-build: $(FUZZERS)
+
+fuzz: $(FUZZERS)
+	@set -e; for f in http frame; do \
+		rm -rf build/fuzz/corpus-$$f; cp -r fuzz/corpus/$$f build/fuzz/corpus-$$f; \
+		echo "fuzzing $$f for $(FUZZ_SECONDS) s"; \
+		build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+			-rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix=build/fuzz/crash-$$f- \
+			build/fuzz/corpus-$$f 2>build/fuzz/$$f.log || { tail -50 build/fuzz/$$f.log; exit 1; }; \
+		grep -E '^(stat::number_of_executed_units|#[0-9]+.*DONE)' build/fuzz/$$f.log || true; \
+	done
 
 # The demo: the bundled search API on 127.0.0.1:8081 and incsearchd in front of it.
 run: deps
@@ -87,12 +128,22 @@ run: deps
 	echo; echo "incsearchd demo: open http://127.0.0.1:8080/ (Ctrl-C stops it)"; echo; \
 	$(B)/incsearchd -c etc/incsearchd.conf
 
+# The whole check: the tests, the fuzzers, the browser test, then the tests again under ASan
+# and UBSan.
+# With SANITIZE=1 it runs only the sanitized tests.
 check: deps
+ifeq ($(SANITIZE),1)
+	@$(MAKE) --no-print-directory SANITIZE=1 test
+else
 	@$(MAKE) --no-print-directory test
+	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory browser-test
+	@$(MAKE) --no-print-directory SANITIZE=1 test
+endif
 
 test: $(PROGRAMS) $(B)/check_incsearchd
-	INCSEARCHD_BUILD=$(abspath $(B)) $(B)/check_incsearchd
+	INCSEARCHD_BUILD=$(abspath $(B)) INCSEARCHD_TESTS=$(abspath tests) \
+		ASAN_OPTIONS=detect_leaks=0 $(B)/check_incsearchd
 
 # The demo page in headless Chromium; screenshots go to build/browser-test/. npm ci installs
 # playwright-core at the version in package-lock.json and never downloads a browser.
@@ -115,9 +166,10 @@ install: all
 		$(DESTDIR)/lib/systemd/system/incsearchd.service
 
 format:
-	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch]
+	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
+		fuzz/*.c
 
 clean:
-	rm -rf $(B)
+	rm -rf build build-sanitize
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -44,7 +44,24 @@ struct conf_key {
 
 static const struct conf_key conf_keys[] = {
     {CONF_SECTION_SERVER, "listen", CONF_TYPE_LISTEN, CONF_FIELD(listen_host), 0, 0, 0, 0},
-    {CONF_SECTION_SERVER, "max_clients", CONF_TYPE_UINT, CONF_FIELD(max_clients), 1, 1000000, 0, 0},
+    {CONF_SECTION_SERVER, "max_connections", CONF_TYPE_UINT, CONF_FIELD(max_connections), 1,
+     CONF_MAX_CONNECTIONS, 0, 0},
+    {CONF_SECTION_SERVER, "max_new_connections_per_second", CONF_TYPE_UINT,
+     CONF_FIELD(max_new_connections_per_second), 0, 1000000, 0, 0},
+    {CONF_SECTION_SERVER, "max_connections_per_ip", CONF_TYPE_UINT,
+     CONF_FIELD(max_connections_per_ip), 0, CONF_MAX_CONNECTIONS, 0, 0},
+    {CONF_SECTION_SERVER, "handshake_timeout_ms", CONF_TYPE_UINT, CONF_FIELD(handshake_timeout_ms),
+     100, 600000, 0, 0},
+    {CONF_SECTION_SERVER, "max_header_bytes", CONF_TYPE_UINT, CONF_FIELD(max_header_bytes), 1024,
+     65536, 0, 0},
+    {CONF_SECTION_SERVER, "max_output_bytes", CONF_TYPE_UINT, CONF_FIELD(max_output_bytes), 4096,
+     67108864, 0, 0},
+    {CONF_SECTION_SERVER, "ping_interval_ms", CONF_TYPE_UINT, CONF_FIELD(ping_interval_ms), 0,
+     3600000, 0, 0},
+    {CONF_SECTION_SERVER, "ping_timeout_ms", CONF_TYPE_UINT, CONF_FIELD(ping_timeout_ms), 100,
+     600000, 0, 0},
+    {CONF_SECTION_SERVER, "allowed_origins", CONF_TYPE_STRING, CONF_FIELD(allowed_origins), 0, 0, 0,
+     0},
     {CONF_SECTION_SERVER, "max_query_bytes", CONF_TYPE_UINT, CONF_FIELD(max_query_bytes), 1, 65536,
      0, 0},
     {CONF_SECTION_SERVER, "max_result_bytes", CONF_TYPE_UINT, CONF_FIELD(max_result_bytes), 1024,
@@ -116,7 +133,12 @@ static void conf_defaults(struct conf *conf)
         memset(conf, 0, sizeof(*conf));
         snprintf(conf->listen_host, sizeof(conf->listen_host), "127.0.0.1");
         conf->listen_port = 8080;
-        conf->max_clients = 1024;
+        conf->max_new_connections_per_second = 2000;
+        conf->handshake_timeout_ms = 10000;
+        conf->max_header_bytes = 8192;
+        conf->max_output_bytes = 262144;
+        conf->ping_interval_ms = 30000;
+        conf->ping_timeout_ms = 10000;
         conf->max_query_bytes = 256;
         conf->max_result_bytes = 65536;
         conf->max_message_bytes = 4096;

@@ -14,6 +14,7 @@
 #define CONF_MAX_HEADERS 16
 #define CONF_MAX_RATE_MILLI 1000000000ULL /* 1,000,000 tokens per second */
 #define CONF_MAX_BURST 1000000
+#define CONF_MAX_CONNECTIONS 16777216
 
 struct conf {
         char path[4096];
@@ -21,7 +22,15 @@ struct conf {
         /* [server] */
         char listen_host[256];
         uint16_t listen_port;
-        uint32_t max_clients;       /* shared-memory slots, one per WebSocket connection */
+        uint32_t max_connections; /* open connections and shared-memory slots; 0 until derived */
+        uint32_t max_new_connections_per_second; /* accepted per second, 0 for no limit */
+        uint32_t max_connections_per_ip;         /* 0 for no limit */
+        uint32_t handshake_timeout_ms;           /* from accept to the end of the request head */
+        uint32_t max_header_bytes;               /* largest HTTP request head, in bytes */
+        uint32_t max_output_bytes;               /* queued outgoing bytes per connection */
+        uint32_t ping_interval_ms;  /* quiet time before the server pings, 0 for never */
+        uint32_t ping_timeout_ms;   /* time a pinged peer has to send anything */
+        char allowed_origins[2048]; /* space-separated exact origins, empty for any */
         uint32_t max_query_bytes;   /* maximum query length, in bytes of UTF-8 */
         uint32_t max_result_bytes;  /* largest API response body accepted, in bytes */
         uint32_t max_message_bytes; /* largest WebSocket message accepted from a client, in bytes */

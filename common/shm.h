@@ -21,7 +21,7 @@
 #include "bucket.h"
 
 #define SHM_MAGIC 0x31445349u /* "ISD1" in memory order */
-#define SHM_LAYOUT_VERSION 1
+#define SHM_LAYOUT_VERSION 2
 #define SHM_MAX_WORKERS 64
 
 enum slot_state {
@@ -60,6 +60,22 @@ struct shm_counters {
         _Atomic uint64_t stale_dropped; /* results for an older seq or a closed connection */
         _Atomic uint64_t requeued;      /* queries put back after their worker died */
         _Atomic uint64_t worker_restarts;
+
+        /* The front's limits: each counts the connections or messages it turned away. */
+        _Atomic uint64_t rejected_max_connections; /* 503, max_connections reached */
+        _Atomic uint64_t rejected_rate;            /* 503, max_new_connections_per_second */
+        _Atomic uint64_t rejected_per_ip;          /* 429, max_connections_per_ip */
+        _Atomic uint64_t rejected_origin;          /* 403, Origin not in allowed_origins */
+        _Atomic uint64_t rejected_header_size;     /* 431, request head over max_header_bytes */
+        _Atomic uint64_t rejected_handshake;       /* other 4xx answers to a handshake */
+        _Atomic uint64_t handshake_timeouts;       /* no request head within the timeout */
+        _Atomic uint64_t protocol_errors;          /* connections failed with 1002, 1003, 1007 */
+        _Atomic uint64_t messages_too_big;         /* connections failed with 1009 */
+        _Atomic uint64_t queries_too_long;         /* query_too_long errors */
+        _Atomic uint64_t results_dropped_slow;     /* results replaced by a newer one unsent */
+        _Atomic uint64_t closed_slow;              /* connections over max_output_bytes */
+        _Atomic uint64_t pings_sent;               /* keepalive pings */
+        _Atomic uint64_t ping_timeouts;            /* peers closed for not answering a ping */
 };
 
 struct shm_header {

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -27,8 +28,13 @@
 /* Room for frames that arrive behind the one being read, beyond the largest message. */
 #define CLIENT_READ_SLACK 4096
 
-static void client_send_frame(struct client *client, unsigned opcode, const void *payload,
-                              size_t len)
+static size_t client_queued(const struct client *client)
+{
+        return evbuffer_get_length(bufferevent_get_output(client->bev));
+}
+
+static void client_add_frame(struct client *client, unsigned opcode, const void *payload,
+                             size_t len)
 {
         struct evbuffer *out = bufferevent_get_output(client->bev);
         uint8_t header[WS_MAX_HEADER];
@@ -38,15 +44,119 @@ static void client_send_frame(struct client *client, unsigned opcode, const void
         evbuffer_add(out, payload, len);
 }
 
+/*
+ * Queues a frame that must not be dropped: a pong, a ping or a close. A peer that lets them
+ * pile up over max_output_bytes is closed without a close frame, which it would not read.
+ * Returns -1 if the client was freed.
+ */
+static int client_send_frame(struct client *client, unsigned opcode, const void *payload,
+                             size_t len)
+{
+        struct daemon *d = &daemon_state;
+
+        if (client_queued(client) + len + WS_MAX_HEADER > d->conf.max_output_bytes) {
+                shm_count(&d->shm, closed_slow);
+                log_debug("client %llu (%s) slot %u: closed, %zu bytes queued and not read "
+                          "(max_output_bytes)",
+                          (unsigned long long)client->id, client->peer, client->slot,
+                          client_queued(client));
+                server_close_client(client);
+                return -1;
+        }
+        client_add_frame(client, opcode, payload, len);
+        return 0;
+}
+
+/*
+ * Queues a result or an error for a query. When the peer is not reading and the frame would
+ * take the queue over max_output_bytes, it waits as the one pending result and replaces an
+ * older one there, since only the latest result matters to a type-ahead client.
+ */
 void client_send_text(struct client *client, const char *text, size_t len)
 {
+        struct daemon *d = &daemon_state;
+        size_t queued;
+        char *copy;
+
         if (client->state != CLIENT_WEBSOCKET)
                 return;
-        client_send_frame(client, WS_OP_TEXT, text, len);
+        queued = client_queued(client);
+        /* An empty queue takes any one frame, so a result larger than the cap still goes. */
+        if (client->pending == NULL &&
+            (queued == 0 || queued + len + WS_MAX_HEADER <= d->conf.max_output_bytes)) {
+                client_add_frame(client, WS_OP_TEXT, text, len);
+                return;
+        }
+        copy = malloc(len);
+        if (copy == NULL) {
+                log_warn("client %llu: out of memory keeping a result of %zu bytes; dropping it",
+                         (unsigned long long)client->id, len);
+                return;
+        }
+        memcpy(copy, text, len);
+        if (client->pending != NULL) {
+                shm_count(&d->shm, results_dropped_slow);
+                log_debug("client %llu slot %u: older unsent result dropped, peer not reading",
+                          (unsigned long long)client->id, client->slot);
+        }
+        free(client->pending);
+        client->pending = copy;
+        client->pending_len = len;
+}
+
+/* Called when the output queue is empty: sends the pending result, if any. */
+void client_write_drained(struct client *client)
+{
+        if (client->pending == NULL)
+                return;
+        client_add_frame(client, WS_OP_TEXT, client->pending, client->pending_len);
+        free(client->pending);
+        client->pending = NULL;
+        client->pending_len = 0;
+}
+
+/*
+ * Handles the read timeout of an upgraded connection, which is the keepalive timer: after
+ * ping_interval_ms without data a ping goes out, and a peer that then sends nothing within
+ * ping_timeout_ms is closed.
+ */
+void client_timed_out(struct client *client)
+{
+        struct daemon *d = &daemon_state;
+        struct timeval wait = {(time_t)(d->conf.ping_timeout_ms / 1000),
+                               (suseconds_t)(d->conf.ping_timeout_ms % 1000) * 1000};
+
+        if (client->ping_sent) {
+                shm_count(&d->shm, ping_timeouts);
+                log_debug("client %llu (%s) slot %u: no answer to a ping within %u ms; closing",
+                          (unsigned long long)client->id, client->peer, client->slot,
+                          d->conf.ping_timeout_ms);
+                server_close_client(client);
+                return;
+        }
+        if (client_send_frame(client, WS_OP_PING, "", 0) < 0)
+                return;
+        shm_count(&d->shm, pings_sent);
+        client->ping_sent = 1;
+        bufferevent_set_timeouts(client->bev, &wait, NULL);
+        /* libevent disables reading when the read timeout fires. */
+        bufferevent_enable(client->bev, EV_READ);
+}
+
+/* Restarts the keepalive timer: any data from the peer shows that it is alive. */
+static void client_alive(struct client *client)
+{
+        struct daemon *d = &daemon_state;
+        struct timeval interval = {(time_t)(d->conf.ping_interval_ms / 1000),
+                                   (suseconds_t)(d->conf.ping_interval_ms % 1000) * 1000};
+
+        client->ping_sent = 0;
+        bufferevent_set_timeouts(client->bev, d->conf.ping_interval_ms != 0 ? &interval : NULL,
+                                 NULL);
 }
 
 /* Sends a close frame with CODE (0 for none), then closes once it is flushed. */
-static void client_close(struct client *client, unsigned code, const char *reason)
+void client_close(struct client *client, unsigned code, const char *reason)
 {
         uint8_t payload[125];
         size_t len = 0;
@@ -62,13 +172,11 @@ static void client_close(struct client *client, unsigned code, const char *reaso
                 len = 2 + reason_len;
         }
         if (!client->close_sent) {
-                client_send_frame(client, WS_OP_CLOSE, payload, len);
+                if (client_send_frame(client, WS_OP_CLOSE, payload, len) < 0)
+                        return;
                 client->close_sent = 1;
         }
-        client->state = CLIENT_CLOSING;
-        bufferevent_disable(client->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0)
-                server_close_client(client);
+        server_finish(client);
 }
 
 /* Bad input from clients is logged, but no client can flood the log with it. */
@@ -76,6 +184,12 @@ static struct log_limit client_bad_input_limit;
 
 static void client_fail(struct client *client, unsigned code, const char *reason)
 {
+        struct daemon *d = &daemon_state;
+
+        if (code == WS_CLOSE_TOO_BIG)
+                shm_count(&d->shm, messages_too_big);
+        else if (code != WS_CLOSE_INTERNAL_ERROR)
+                shm_count(&d->shm, protocol_errors);
         log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
                     "client %llu (%s) slot %u: closing with %u: %s", (unsigned long long)client->id,
                     client->peer, client->slot, code, reason);
@@ -160,6 +274,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
 
                 while (echo > 0 && ((unsigned char)query[echo] & 0xC0) == 0x80)
                         echo--;
+                shm_count(&d->shm, queries_too_long);
                 client_answer_locally(client, seq, query, echo, REPLY_QUERY_TOO_LONG,
                                       "query is longer than max_query_bytes");
                 return;
@@ -193,6 +308,11 @@ static void client_handle_message(struct client *client, const char *text, size_
         const char *s = text;
         int64_t seq;
 
+        if (daemon_state.stopping) {
+                client_send_error(client, -1, NULL, 0, REPLY_OVERLOADED,
+                                  "the server is shutting down; reconnect in a few seconds");
+                return;
+        }
         while (s < text + len && isspace((unsigned char)*s))
                 s++;
         if (s == text + len || *s != '{') {
@@ -243,183 +363,100 @@ done:
         json_tokener_free(tok);
 }
 
-static void client_handle_close(struct client *client, const uint8_t *payload, size_t len)
+/* Adds a text fragment to the message being assembled. Returns -1 if the client was closed. */
+static int client_append(struct client *client, const struct ws_frame *frame)
 {
-        unsigned code;
-
-        if (len == 0) {
-                client_close(client, 0, "");
-                return;
-        }
-        if (len == 1) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "close payload of 1 byte");
-                return;
-        }
-        code = (unsigned)payload[0] << 8 | payload[1];
-        if (!ws_close_code_valid(code)) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "invalid close code");
-                return;
-        }
-        if (ws_utf8_feed(WS_UTF8_ACCEPT, payload + 2, len - 2) != WS_UTF8_ACCEPT) {
-                client_fail(client, WS_CLOSE_INVALID_DATA, "close reason is not UTF-8");
-                return;
-        }
-        client_close(client, code, "");
-}
-
-/* Adds a text fragment to the open message. Returns -1 if the client was closed. */
-static int client_append(struct client *client, const uint8_t *payload, size_t len)
-{
-        struct daemon *d = &daemon_state;
         uint8_t *grown;
 
-        if (client->message_len + len > d->conf.max_message_bytes) {
-                client_fail(client, WS_CLOSE_TOO_BIG, "message is larger than max_message_bytes");
+        if (frame->message_start)
+                client->message_len = 0;
+        if (frame->len == 0)
+                return 0;
+        /* The parser has checked the total against max_message_bytes, so this stays bounded. */
+        grown = realloc(client->message, client->message_len + frame->len);
+        if (grown == NULL) {
+                client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
                 return -1;
         }
-        if (len > 0) {
-                grown = realloc(client->message, client->message_len + len);
-                if (grown == NULL) {
-                        client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-                        return -1;
-                }
-                client->message = grown;
-                memcpy(client->message + client->message_len, payload, len);
-                client->message_len += len;
-        }
-        client->message_utf8 = ws_utf8_feed(client->message_utf8, payload, len);
-        if (client->message_utf8 == WS_UTF8_REJECT) {
-                client_fail(client, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8");
-                return -1;
-        }
+        client->message = grown;
+        memcpy(client->message + client->message_len, frame->payload, frame->len);
+        client->message_len += frame->len;
         return 0;
 }
 
-static void client_handle_data(struct client *client, const struct ws_header *h,
-                               const uint8_t *payload)
+static void client_handle_text(struct client *client, const struct ws_frame *frame)
 {
-        size_t len = (size_t)h->payload_len;
-
-        if (h->opcode == WS_OP_BINARY) {
-                client_fail(client, WS_CLOSE_UNSUPPORTED, "binary messages are not supported");
-                return;
-        }
-        if (h->opcode == WS_OP_CONTINUATION && !client->in_message) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "continuation without a message");
-                return;
-        }
-        if (h->opcode == WS_OP_TEXT && client->in_message) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one");
-                return;
-        }
-        if (h->opcode == WS_OP_TEXT && h->fin) {
+        if (frame->message_start && frame->message_end) {
                 /* The common case: a whole message in one frame, handled without a copy. */
-                if (ws_utf8_feed(WS_UTF8_ACCEPT, payload, len) != WS_UTF8_ACCEPT) {
-                        client_fail(client, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8");
-                        return;
-                }
-                client_handle_message(client, (const char *)payload, len);
+                client_handle_message(client, (const char *)frame->payload, frame->len);
                 return;
         }
-        if (h->opcode == WS_OP_TEXT) {
-                client->in_message = 1;
-                client->message_len = 0;
-                client->message_utf8 = WS_UTF8_ACCEPT;
-        }
-        if (client_append(client, payload, len) < 0)
+        if (client_append(client, frame) < 0 || !frame->message_end)
                 return;
-        if (!h->fin)
-                return;
-        client->in_message = 0;
-        if (client->message_utf8 != WS_UTF8_ACCEPT) {
-                client_fail(client, WS_CLOSE_INVALID_DATA, "text ends inside a UTF-8 character");
-                return;
-        }
         client_handle_message(client, (const char *)client->message, client->message_len);
         free(client->message);
         client->message = NULL;
         client->message_len = 0;
 }
 
-/* Checks a frame header against RFC 6455 and the limits. Returns 0, or -1 after closing. */
-static int client_check_header(struct client *client, const struct ws_header *h)
+/* Handles one complete frame. Returns -1 if the client is closing, and may then be freed. */
+static int client_handle_frame(struct client *client, enum ws_frame_kind kind,
+                               const struct ws_frame *frame)
 {
-        struct daemon *d = &daemon_state;
-        int control = h->opcode >= 0x8;
-
-        if (h->rsv != 0) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "reserved bits set");
+        switch (kind) {
+        case WS_FRAME_PING:
+                if (client_send_frame(client, WS_OP_PONG, frame->payload, frame->len) < 0)
+                        return -1;
+                break;
+        case WS_FRAME_PONG:
+                break;
+        case WS_FRAME_CLOSE:
+                client_close(client, client->parser.close_code, "");
                 return -1;
+        case WS_FRAME_TEXT:
+                client_handle_text(client, frame);
+                break;
+        case WS_FRAME_ERROR:
+        case WS_FRAME_MORE:
+                break;
         }
-        if (!h->masked) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "client frames must be masked");
-                return -1;
-        }
-        if ((h->opcode > WS_OP_BINARY && h->opcode < WS_OP_CLOSE) || h->opcode > WS_OP_PONG) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "reserved opcode");
-                return -1;
-        }
-        if (control && (h->payload_len > 125 || !h->fin)) {
-                client_fail(client, WS_CLOSE_PROTOCOL_ERROR,
-                            "control frame too long or fragmented");
-                return -1;
-        }
-        if (!control && h->payload_len > d->conf.max_message_bytes) {
-                client_fail(client, WS_CLOSE_TOO_BIG, "message is larger than max_message_bytes");
-                return -1;
-        }
-        return 0;
+        return client->state == CLIENT_WEBSOCKET ? 0 : -1;
 }
 
 void client_read_frames(struct client *client)
 {
         struct evbuffer *in = bufferevent_get_input(client->bev);
 
+        if (client->ping_sent)
+                client_alive(client);
         while (client->state == CLIENT_WEBSOCKET) {
                 uint8_t head[WS_MAX_HEADER];
                 size_t avail = evbuffer_get_length(in);
                 size_t copied = avail < sizeof(head) ? avail : sizeof(head);
-                struct ws_header h;
-                uint8_t *payload;
-                int r;
+                struct ws_frame frame;
+                enum ws_frame_kind kind;
+                uint8_t *buf;
 
+                /* Check the header first, so that a frame to reject is never waited for. */
                 evbuffer_copyout(in, head, copied);
-                r = ws_header_decode(head, copied, &h);
-                if (r == 0)
+                kind = ws_parse(&client->parser, head, copied, &frame);
+                if (kind == WS_FRAME_MORE && (frame.size == 0 || frame.size > avail))
                         return;
-                if (r < 0) {
-                        client_fail(client, WS_CLOSE_PROTOCOL_ERROR, "invalid 64-bit length");
+                if (kind == WS_FRAME_MORE) {
+                        buf = evbuffer_pullup(in, (ev_ssize_t)frame.size);
+                        if (buf == NULL) {
+                                client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                                return;
+                        }
+                        kind = ws_parse(&client->parser, buf, frame.size, &frame);
+                }
+                if (kind == WS_FRAME_ERROR) {
+                        client_fail(client, client->parser.close_code, client->parser.error);
                         return;
                 }
-                if (client_check_header(client, &h) < 0)
-                        return;
-                if (avail < h.header_len + h.payload_len)
-                        return; /* the rest of the frame has not arrived yet */
-
-                evbuffer_drain(in, h.header_len);
-                payload = evbuffer_pullup(in, (ev_ssize_t)h.payload_len);
-                if (payload == NULL && h.payload_len > 0) {
-                        client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-                        return;
-                }
-                ws_mask(payload, (size_t)h.payload_len, h.mask, 0);
-
-                switch (h.opcode) {
-                case WS_OP_PING:
-                        client_send_frame(client, WS_OP_PONG, payload, (size_t)h.payload_len);
-                        break;
-                case WS_OP_PONG:
-                        break;
-                case WS_OP_CLOSE:
-                        client_handle_close(client, payload, (size_t)h.payload_len);
+                if (client_handle_frame(client, kind, &frame) < 0)
                         return; /* the client may be freed, and nothing after a close counts */
-                default:
-                        client_handle_data(client, &h, payload);
-                        break;
-                }
-                if (client->state != CLIENT_WEBSOCKET)
-                        return; /* closed by the handler, which may have freed it */
-                evbuffer_drain(in, (size_t)h.payload_len);
+                evbuffer_drain(in, frame.size);
         }
 }
 
@@ -428,7 +465,8 @@ void client_upgraded(struct client *client)
         struct daemon *d = &daemon_state;
 
         client->state = CLIENT_WEBSOCKET;
-        bufferevent_set_timeouts(client->bev, NULL, NULL);
+        ws_parser_init(&client->parser, d->conf.max_message_bytes);
+        client_alive(client);
         bufferevent_setwatermark(client->bev, EV_READ, 0,
                                  d->conf.max_message_bytes + WS_MAX_HEADER + CLIENT_READ_SLACK);
         log_debug("client %llu (%s) upgraded to WebSocket, slot %u generation %u",

@@ -67,31 +67,59 @@ static int daemon_find_worker(void)
         return 0;
 }
 
-/* Raises the soft limit on open files to the hard limit, since each client is a descriptor. */
-static void daemon_raise_nofile(void)
+/*
+ * Descriptors kept free of clients when max_connections is derived: stdio, the listener, the
+ * event loop's own, the shared memory, log files, and one socket pair end per worker.
+ */
+#define DAEMON_FD_RESERVE 32
+
+/*
+ * Raises the soft limit on open files to the hard limit, since each client is a descriptor.
+ * Returns the soft limit in force afterwards.
+ */
+static rlim_t daemon_raise_nofile(void)
 {
         struct rlimit rl;
         rlim_t before;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                return;
+                return 1024;
         before = rl.rlim_cur;
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
                 log_warn("cannot raise the open-file limit from %llu to %llu: %s",
                          (unsigned long long)before, (unsigned long long)rl.rlim_max,
                          strerror(errno));
-                return;
+                return before;
         }
         log_info("open-file limit: soft %llu (was %llu), hard %llu",
                  (unsigned long long)rl.rlim_cur, (unsigned long long)before,
                  (unsigned long long)rl.rlim_max);
+        return rl.rlim_cur;
+}
+
+/* Sets max_connections, when the config leaves it out, to what the descriptor limit allows. */
+static void daemon_derive_max_connections(rlim_t nofile)
+{
+        struct conf *conf = &daemon_state.conf;
+        rlim_t reserve = DAEMON_FD_RESERVE + conf->workers;
+
+        if (conf->max_connections != 0)
+                return;
+        if (nofile == RLIM_INFINITY || nofile > CONF_MAX_CONNECTIONS + reserve)
+                conf->max_connections = CONF_MAX_CONNECTIONS;
+        else if (nofile > reserve)
+                conf->max_connections = (uint32_t)(nofile - reserve);
+        else
+                conf->max_connections = 1;
+        log_info("max_connections %u, from the open-file limit %llu less %llu reserved",
+                 conf->max_connections, (unsigned long long)nofile, (unsigned long long)reserve);
 }
 
 static int daemon_alloc_slots(void)
 {
         struct daemon *d = &daemon_state;
-        uint32_t n = d->conf.max_clients;
+        uint32_t n = d->conf.max_connections;
 
         d->clients = calloc(n, sizeof(*d->clients));
         d->free_slots = calloc(n, sizeof(*d->free_slots));
@@ -119,9 +147,14 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
                     "SIGHUP received; reloading is not supported yet, restart to apply changes");
                 break;
         default:
+                if (d->stopping) {
+                        log_info("signal %d (%s) received again; stopping now", (int)sig,
+                                 strsignal((int)sig));
+                        event_base_loopbreak(d->base);
+                        break;
+                }
                 log_info("signal %d (%s) received; stopping", (int)sig, strsignal((int)sig));
-                d->stopping = 1;
-                event_base_loopbreak(d->base);
+                shutdown_start();
                 break;
         }
 }
@@ -178,11 +211,11 @@ int main(int argc, char **argv)
         log_init("incsearchd", d->conf.log_level);
         if (daemon_find_worker() < 0)
                 return 1;
-        daemon_raise_nofile();
+        daemon_derive_max_connections(daemon_raise_nofile());
         signal(SIGPIPE, SIG_IGN);
 
         if (daemon_alloc_slots() < 0)
-                log_fatal("out of memory allocating %u client slots", d->conf.max_clients);
+                log_fatal("out of memory allocating %u client slots", d->conf.max_connections);
         d->base = event_base_new();
         if (d->base == NULL)
                 log_fatal("cannot create the event loop");
@@ -194,7 +227,7 @@ int main(int argc, char **argv)
          * shared memory of the first. */
         if (server_listen() < 0)
                 return 1;
-        if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_clients, d->conf.max_query_bytes,
+        if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_connections, d->conf.max_query_bytes,
                        d->conf.rate_milli, d->conf.burst, &owner) < 0) {
                 if (errno == EBUSY)
                         log_fatal("shared memory %s is in use by incsearchd pid %d; stop it or "
@@ -205,14 +238,14 @@ int main(int argc, char **argv)
         supervisor_start();
         log_info("incsearchd %s started: %u workers, %u slots, API rate %llu.%03llu/s burst %u, "
                  "config %s",
-                 INCSEARCHD_VERSION, d->conf.workers, d->conf.max_clients,
+                 INCSEARCHD_VERSION, d->conf.workers, d->conf.max_connections,
                  (unsigned long long)(d->conf.rate_milli / 1000),
                  (unsigned long long)(d->conf.rate_milli % 1000), d->conf.burst, d->conf.path);
 
         event_base_dispatch(d->base);
 
         supervisor_stop();
-        evconnlistener_free(d->listener);
+        server_stop_accepting();
         shm_destroy(&d->shm, d->conf.shm_name);
         log_info("stopped");
         return 0;

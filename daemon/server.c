@@ -12,28 +12,22 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/util.h>
 
+#include "http.h"
 #include "incsearchd.h"
 #include "log.h"
 #include "slot.h"
 #include "version.h"
 #include "ws.h"
 
-#define SERVER_HANDSHAKE_TIMEOUT_S 10
 #define SERVER_ACCEPT_PAUSE_MS 100
-
-struct http_request {
-        char method[16];
-        char target[1024];
-        const char *upgrade; /* header values, NUL-terminated, inside the request copy */
-        const char *connection;
-        const char *ws_key;
-        const char *ws_version;
-};
+/* Time a rejected connection gets to send its request head, so it can read the answer. */
+#define SERVER_REJECT_TIMEOUT_MS 1000
 
 /* Rejections and accept failures that a flood of clients can cause, logged at a capped rate. */
 static struct log_limit server_reject_limit, server_accept_limit;
@@ -41,6 +35,21 @@ static struct log_limit server_reject_limit, server_accept_limit;
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short what, void *arg);
+
+uint64_t server_now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval server_timeval(uint64_t ms)
+{
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+        return tv;
+}
 
 void server_close_client(struct client *client)
 {
@@ -55,17 +64,29 @@ void server_close_client(struct client *client)
                 log_debug("client %llu (%s) closed, slot %u freed", (unsigned long long)client->id,
                           client->peer, client->slot);
         }
+        if (client->ip_counted)
+                limit_ip_release(&client->addr);
+        if (client->reject_status != 0)
+                d->rejecting--;
+        else
+                d->connections--;
         bufferevent_free(client->bev);
         free(client->message);
+        free(client->pending);
         free(client);
-        d->connections--;
 }
 
-/* Flushes what is queued, then closes: the write callback finishes the job. */
-static void server_finish(struct client *client)
+/*
+ * Flushes what is queued, then closes: the write callback finishes the job. A peer that stops
+ * reading gets ping_timeout_ms to take the bytes before the event callback closes it.
+ */
+void server_finish(struct client *client)
 {
+        struct timeval flush = server_timeval(daemon_state.conf.ping_timeout_ms);
+
         client->state = CLIENT_CLOSING;
         bufferevent_disable(client->bev, EV_READ);
+        bufferevent_set_timeouts(client->bev, NULL, &flush);
         if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0)
                 server_close_client(client);
 }
@@ -102,99 +123,43 @@ static void server_respond_text(struct client *client, int status, const char *r
                        (size_t)n);
 }
 
-/* Returns 1 if the comma-separated header VALUE contains TOKEN, compared without case. */
-static int http_has_token(const char *value, const char *token)
-{
-        size_t token_len = strlen(token);
-
-        while (value != NULL && *value != '\0') {
-                const char *end;
-                size_t len;
-
-                while (*value == ' ' || *value == '\t' || *value == ',')
-                        value++;
-                end = value;
-                while (*end != '\0' && *end != ',')
-                        end++;
-                len = (size_t)(end - value);
-                while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
-                        len--;
-                if (len == token_len && strncasecmp(value, token, len) == 0)
-                        return 1;
-                value = end;
-        }
-        return 0;
-}
-
-/*
- * Parses the request head in HEAD (NUL-terminated, modified in place). Returns 0, or -1 when
- * the request line or a header line is malformed.
- */
-static int http_parse(char *head, struct http_request *req)
-{
-        char *line = head, *next, *colon, *value, *version;
-
-        memset(req, 0, sizeof(*req));
-        next = strstr(line, "\r\n");
-        if (next == NULL)
-                return -1;
-        *next = '\0';
-        if (sscanf(line, "%15s %1023s", req->method, req->target) != 2)
-                return -1;
-        version = strrchr(line, ' ');
-        if (version == NULL || strncmp(version + 1, "HTTP/1.", 7) != 0)
-                return -1;
-
-        for (line = next + 2; *line != '\0'; line = next + 2) {
-                next = strstr(line, "\r\n");
-                if (next == NULL)
-                        return -1;
-                *next = '\0';
-                if (*line == '\0')
-                        break;
-                colon = strchr(line, ':');
-                if (colon == NULL || colon == line)
-                        return -1;
-                *colon = '\0';
-                value = colon + 1;
-                while (*value == ' ' || *value == '\t')
-                        value++;
-                for (char *end = value + strlen(value);
-                     end > value && isspace((unsigned char)end[-1]);)
-                        *--end = '\0';
-                if (strcasecmp(line, "Upgrade") == 0)
-                        req->upgrade = value;
-                else if (strcasecmp(line, "Connection") == 0)
-                        req->connection = value;
-                else if (strcasecmp(line, "Sec-WebSocket-Key") == 0)
-                        req->ws_key = value;
-                else if (strcasecmp(line, "Sec-WebSocket-Version") == 0)
-                        req->ws_version = value;
-        }
-        return 0;
-}
-
 static void server_upgrade(struct client *client, const struct http_request *req)
 {
         struct daemon *d = &daemon_state;
         char accept[WS_ACCEPT_LEN + 1];
+        const char *reason = NULL;
         struct evbuffer *out;
+        int status = http_check_upgrade(req, &reason);
 
-        if (req->upgrade == NULL || !http_has_token(req->upgrade, "websocket") ||
-            req->connection == NULL || !http_has_token(req->connection, "upgrade") ||
-            req->ws_key == NULL || !ws_key_valid(req->ws_key, strlen(req->ws_key))) {
-                server_respond_text(client, 400, "Bad Request", NULL);
-                return;
-        }
-        if (req->ws_version == NULL || strcmp(req->ws_version, "13") != 0) {
+        if (status == 426) {
+                shm_count(&d->shm, rejected_handshake);
+                log_debug("client %llu (%s): %s", (unsigned long long)client->id, client->peer,
+                          reason);
                 server_respond_text(client, 426, "Upgrade Required",
                                     "Sec-WebSocket-Version: 13\r\n");
                 return;
         }
+        if (status != 0) {
+                shm_count(&d->shm, rejected_handshake);
+                log_debug("client %llu (%s): %s", (unsigned long long)client->id, client->peer,
+                          reason);
+                server_respond_text(client, 400, "Bad Request", NULL);
+                return;
+        }
+        if (!http_origin_allowed(d->conf.allowed_origins, req->origin)) {
+                shm_count(&d->shm, rejected_origin);
+                log_debug("client %llu (%s): Origin %s is not in allowed_origins",
+                          (unsigned long long)client->id, client->peer,
+                          req->origin != NULL ? req->origin : "(missing)");
+                server_respond_text(client, 403, "Forbidden", NULL);
+                return;
+        }
         if (d->free_count == 0) {
+                /* Not reached while max_connections bounds admission; kept as the last guard. */
+                shm_count(&d->shm, rejected_max_connections);
                 log_limited(&server_reject_limit, LOG_LEVEL_WARN,
-                            "client %llu (%s) rejected: all %u slots are in use (max_clients)",
-                            (unsigned long long)client->id, client->peer, d->conf.max_clients);
+                            "client %llu (%s) rejected: all %u slots are in use (max_connections)",
+                            (unsigned long long)client->id, client->peer, d->conf.max_connections);
                 server_respond_text(client, 503, "Service Unavailable", "Retry-After: 5\r\n");
                 return;
         }
@@ -209,6 +174,8 @@ static void server_upgrade(struct client *client, const struct http_request *req
         shm_unlock(&d->shm);
         d->clients[client->slot] = client;
 
+        /* No Sec-WebSocket-Extensions or -Protocol: every offered extension and subprotocol is
+         * declined, which RFC 6455, section 4.2.2, allows. */
         out = bufferevent_get_output(client->bev);
         evbuffer_add_printf(out,
                             "HTTP/1.1 101 Switching Protocols\r\n"
@@ -219,12 +186,25 @@ static void server_upgrade(struct client *client, const struct http_request *req
         client_upgraded(client);
 }
 
+/* Answers a connection that was turned away at accept, now that its request head is read. */
+static void server_reject(struct client *client)
+{
+        if (client->reject_status == 429)
+                server_respond_text(client, 429, "Too Many Requests", "Retry-After: 5\r\n");
+        else
+                server_respond_text(client, 503, "Service Unavailable", "Retry-After: 5\r\n");
+}
+
 static void server_route(struct client *client, struct http_request *req)
 {
         char *query = strchr(req->target, '?');
 
         if (query != NULL)
                 *query = '\0';
+        if (client->reject_status != 0) {
+                server_reject(client);
+                return;
+        }
         if (strcmp(req->method, "GET") != 0) {
                 server_respond_text(client, 405, "Method Not Allowed", "Allow: GET\r\n");
                 return;
@@ -242,31 +222,60 @@ static void server_route(struct client *client, struct http_request *req)
         }
 }
 
+static void server_header_too_large(struct client *client)
+{
+        shm_count(&daemon_state.shm, rejected_header_size);
+        server_respond_text(client, 431, "Request Header Fields Too Large", NULL);
+}
+
+/* Keeps the read timeout at the time left until the handshake deadline. Returns -1 if passed. */
+static int server_handshake_time_left(struct client *client)
+{
+        uint64_t now = server_now_ms();
+        struct timeval left;
+
+        if (now >= client->deadline_ms)
+                return -1;
+        left = server_timeval(client->deadline_ms - now);
+        bufferevent_set_timeouts(client->bev, &left, NULL);
+        return 0;
+}
+
 static void server_read_request(struct client *client)
 {
+        struct daemon *d = &daemon_state;
         struct evbuffer *in = bufferevent_get_input(client->bev);
         struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
         struct http_request req;
-        char head[HTTP_MAX_HEADER_BYTES + 1];
         size_t head_len;
+        char *head;
 
         if (end.pos < 0) {
-                if (evbuffer_get_length(in) > HTTP_MAX_HEADER_BYTES)
-                        server_respond_text(client, 431, "Request Header Fields Too Large", NULL);
+                if (evbuffer_get_length(in) > d->conf.max_header_bytes)
+                        server_header_too_large(client);
+                else if (server_handshake_time_left(client) < 0)
+                        server_event_cb(client->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, client);
                 return;
         }
         head_len = (size_t)end.pos + 4;
-        if (head_len > HTTP_MAX_HEADER_BYTES) {
-                server_respond_text(client, 431, "Request Header Fields Too Large", NULL);
+        if (head_len > d->conf.max_header_bytes) {
+                server_header_too_large(client);
+                return;
+        }
+        head = malloc(head_len + 1);
+        if (head == NULL) {
+                server_respond_text(client, 503, "Service Unavailable", NULL);
                 return;
         }
         evbuffer_remove(in, head, head_len);
         head[head_len] = '\0';
-        if (memchr(head, '\0', head_len) != NULL || http_parse(head, &req) < 0) {
+        if (http_parse(head, head_len, &req) < 0) {
+                shm_count(&d->shm, rejected_handshake);
                 server_respond_text(client, 400, "Bad Request", NULL);
-                return;
+        } else {
+                server_route(client, &req);
         }
-        server_route(client, &req);
+        free(head);
 }
 
 static void server_read_cb(struct bufferevent *bev, void *arg)
@@ -294,6 +303,8 @@ static void server_write_cb(struct bufferevent *bev, void *arg)
         if (client->state == CLIENT_CLOSING &&
             evbuffer_get_length(bufferevent_get_output(bev)) == 0)
                 server_close_client(client);
+        else if (client->state == CLIENT_WEBSOCKET)
+                client_write_drained(client);
 }
 
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -301,10 +312,18 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
         struct client *client = arg;
 
         (void)bev;
-        if (what & BEV_EVENT_TIMEOUT)
-                log_debug("client %llu (%s): handshake timed out after %d s",
-                          (unsigned long long)client->id, client->peer, SERVER_HANDSHAKE_TIMEOUT_S);
-        else if (what & BEV_EVENT_ERROR)
+        if ((what & BEV_EVENT_TIMEOUT) && client->state == CLIENT_WEBSOCKET) {
+                client_timed_out(client);
+                return;
+        }
+        if ((what & BEV_EVENT_TIMEOUT) && client->state == CLIENT_HTTP) {
+                shm_count(&daemon_state.shm, handshake_timeouts);
+                log_debug("client %llu (%s): no request head within handshake_timeout_ms",
+                          (unsigned long long)client->id, client->peer);
+        } else if (what & BEV_EVENT_TIMEOUT) {
+                log_debug("client %llu (%s): peer did not read its last bytes in time",
+                          (unsigned long long)client->id, client->peer);
+        } else if (what & BEV_EVENT_ERROR)
                 log_debug("client %llu (%s): %s", (unsigned long long)client->id, client->peer,
                           evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         server_close_client(client);
@@ -332,11 +351,54 @@ static void server_format_peer(const struct sockaddr *sa, char *out, size_t len)
         }
 }
 
+/*
+ * Applies the admission limits to a new connection. One over a limit is answered with
+ * client->reject_status once its request head arrives, so that the client can read the answer.
+ */
+static void server_admit(struct client *client)
+{
+        struct daemon *d = &daemon_state;
+        int counted;
+
+        if (d->connections >= d->conf.max_connections) {
+                shm_count(&d->shm, rejected_max_connections);
+                log_debug("client %llu (%s) rejected: %u connections open (max_connections)",
+                          (unsigned long long)client->id, client->peer, d->connections);
+                client->reject_status = 503;
+                return;
+        }
+        if (!limit_new_connection(d->conf.max_new_connections_per_second, server_now_ms())) {
+                shm_count(&d->shm, rejected_rate);
+                log_debug("client %llu (%s) rejected: over max_new_connections_per_second (%u)",
+                          (unsigned long long)client->id, client->peer,
+                          d->conf.max_new_connections_per_second);
+                client->reject_status = 503;
+                return;
+        }
+        counted = limit_ip_acquire(&client->addr, d->conf.max_connections_per_ip);
+        if (counted == 0) {
+                shm_count(&d->shm, rejected_per_ip);
+                log_debug("client %llu (%s) rejected: %u connections open from this address "
+                          "(max_connections_per_ip)",
+                          (unsigned long long)client->id, client->peer,
+                          limit_ip_count(&client->addr));
+                client->reject_status = 429;
+                return;
+        }
+        if (counted < 0) {
+                log_warn("out of memory counting connections per address; rejecting %s",
+                         client->peer);
+                client->reject_status = 503;
+                return;
+        }
+        client->ip_counted = d->conf.max_connections_per_ip != 0;
+}
+
 static void server_accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
                              struct sockaddr *sa, int socklen, void *arg)
 {
         struct daemon *d = &daemon_state;
-        struct timeval handshake = {SERVER_HANDSHAKE_TIMEOUT_S, 0};
+        struct timeval handshake;
         struct client *client;
         int one = 1;
 
@@ -362,10 +424,19 @@ static void server_accept_cb(struct evconnlistener *listener, evutil_socket_t fd
         client->last_seq = -1;
         client->last_delivered = -1;
         server_format_peer(sa, client->peer, sizeof(client->peer));
-        d->connections++;
+        limit_addr_from(sa, &client->addr);
+        server_admit(client);
+        if (client->reject_status != 0)
+                d->rejecting++;
+        else
+                d->connections++;
+        client->deadline_ms =
+            server_now_ms() +
+            (client->reject_status != 0 ? SERVER_REJECT_TIMEOUT_MS : d->conf.handshake_timeout_ms);
+        handshake = server_timeval(client->deadline_ms - server_now_ms());
 
         bufferevent_setcb(client->bev, server_read_cb, server_write_cb, server_event_cb, client);
-        bufferevent_setwatermark(client->bev, EV_READ, 0, HTTP_MAX_HEADER_BYTES + 1);
+        bufferevent_setwatermark(client->bev, EV_READ, 0, d->conf.max_header_bytes + 1);
         bufferevent_set_timeouts(client->bev, &handshake, NULL);
         bufferevent_enable(client->bev, EV_READ | EV_WRITE);
 }
@@ -397,6 +468,18 @@ static void server_accept_error_cb(struct evconnlistener *listener, void *arg)
         }
         log_limited(&server_accept_limit, LOG_LEVEL_WARN, "accept failed: %s",
                     evutil_socket_error_to_string(err));
+}
+
+/* Closes the listener for good; connections already accepted go on. */
+void server_stop_accepting(void)
+{
+        struct daemon *d = &daemon_state;
+
+        if (d->listener == NULL)
+                return;
+        evtimer_del(d->listener_resume);
+        evconnlistener_free(d->listener);
+        d->listener = NULL;
 }
 
 int server_listen(void)

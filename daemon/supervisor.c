@@ -58,7 +58,7 @@ static int supervisor_read_messages(unsigned index)
                 if (evbuffer_get_length(in) < sizeof(h))
                         return 0;
                 evbuffer_copyout(in, &h, sizeof(h));
-                if (ipc_check_header(&h, max_body) < 0 || h.slot >= d->conf.max_clients) {
+                if (ipc_check_header(&h, max_body) < 0 || h.slot >= d->conf.max_connections) {
                         char why[160];
 
                         snprintf(

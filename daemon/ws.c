@@ -171,3 +171,130 @@ int ws_close_code_valid(unsigned code)
                 return 1;
         return code >= 3000 && code <= 4999;
 }
+
+void ws_parser_init(struct ws_parser *parser, uint32_t max_message_bytes)
+{
+        memset(parser, 0, sizeof(*parser));
+        parser->max_message_bytes = max_message_bytes;
+        parser->utf8 = WS_UTF8_ACCEPT;
+}
+
+static enum ws_frame_kind ws_fail(struct ws_parser *parser, unsigned code, const char *error)
+{
+        parser->closed = 1;
+        parser->close_code = (uint16_t)code;
+        parser->error = error;
+        return WS_FRAME_ERROR;
+}
+
+/* Checks a decoded header against RFC 6455, section 5, and the message limit. */
+static enum ws_frame_kind ws_check_header(struct ws_parser *parser, const struct ws_header *h)
+{
+        int control = h->opcode >= WS_OP_CLOSE;
+
+        if (h->rsv != 0)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "reserved bits set");
+        if ((h->opcode > WS_OP_BINARY && h->opcode < WS_OP_CLOSE) || h->opcode > WS_OP_PONG)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "reserved opcode");
+        if (!h->masked)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "client frames must be masked");
+        if (control && !h->fin)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "fragmented control frame");
+        if (control && h->payload_len > 125)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR,
+                               "control frame payload over 125 bytes");
+        if (control)
+                return WS_FRAME_MORE;
+        if (h->opcode == WS_OP_CONTINUATION && !parser->in_message)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "continuation without a message");
+        if (h->opcode != WS_OP_CONTINUATION && parser->in_message)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR,
+                               "new data frame inside a fragmented message");
+        if (h->opcode == WS_OP_BINARY)
+                return ws_fail(parser, WS_CLOSE_UNSUPPORTED, "binary messages are not supported");
+        if (h->payload_len > parser->max_message_bytes - parser->message_len)
+                return ws_fail(parser, WS_CLOSE_TOO_BIG, "message over max_message_bytes");
+        return WS_FRAME_MORE;
+}
+
+static enum ws_frame_kind ws_parse_close(struct ws_parser *parser, const uint8_t *payload,
+                                         size_t len)
+{
+        unsigned code;
+
+        if (len == 1)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "close payload of 1 byte");
+        code = len == 0 ? 0 : (unsigned)payload[0] << 8 | payload[1];
+        if (len >= 2 && !ws_close_code_valid(code))
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "invalid close code");
+        if (len > 2 && ws_utf8_feed(WS_UTF8_ACCEPT, payload + 2, len - 2) != WS_UTF8_ACCEPT)
+                return ws_fail(parser, WS_CLOSE_INVALID_DATA, "close reason is not UTF-8");
+        parser->closed = 1;
+        parser->close_code = (uint16_t)code;
+        return WS_FRAME_CLOSE;
+}
+
+static enum ws_frame_kind ws_parse_text(struct ws_parser *parser, struct ws_frame *frame)
+{
+        uint32_t utf8 = frame->header.opcode == WS_OP_TEXT ? WS_UTF8_ACCEPT : parser->utf8;
+
+        utf8 = ws_utf8_feed(utf8, frame->payload, frame->len);
+        if (utf8 == WS_UTF8_REJECT)
+                return ws_fail(parser, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8");
+        if (frame->header.fin && utf8 != WS_UTF8_ACCEPT)
+                return ws_fail(parser, WS_CLOSE_INVALID_DATA, "text ends inside a UTF-8 character");
+
+        frame->message_start = frame->header.opcode == WS_OP_TEXT;
+        frame->message_end = frame->header.fin;
+        if (frame->header.fin) {
+                parser->in_message = 0;
+                parser->message_len = 0;
+                parser->utf8 = WS_UTF8_ACCEPT;
+        } else {
+                parser->in_message = 1;
+                parser->message_len =
+                    (frame->message_start ? 0 : parser->message_len) + (uint32_t)frame->len;
+                parser->utf8 = utf8;
+        }
+        return WS_FRAME_TEXT;
+}
+
+enum ws_frame_kind ws_parse(struct ws_parser *parser, uint8_t *buf, size_t len,
+                            struct ws_frame *frame)
+{
+        struct ws_header *h = &frame->header;
+        enum ws_frame_kind kind;
+        int r;
+
+        memset(frame, 0, sizeof(*frame));
+        if (parser->closed)
+                return WS_FRAME_ERROR;
+        r = ws_header_decode(buf, len, h);
+        if (r < 0)
+                return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR,
+                               "64-bit length with the top bit set");
+        if (r == 0)
+                return WS_FRAME_MORE;
+        kind = ws_check_header(parser, h);
+        if (kind == WS_FRAME_ERROR)
+                return kind;
+
+        /* The header check bounds payload_len by max_message_bytes or 125, so this cannot wrap. */
+        frame->size = h->header_len + (size_t)h->payload_len;
+        if (len < frame->size)
+                return WS_FRAME_MORE;
+        frame->payload = buf + h->header_len;
+        frame->len = (size_t)h->payload_len;
+        ws_mask(frame->payload, frame->len, h->mask, 0);
+
+        switch (h->opcode) {
+        case WS_OP_PING:
+                return WS_FRAME_PING;
+        case WS_OP_PONG:
+                return WS_FRAME_PONG;
+        case WS_OP_CLOSE:
+                return ws_parse_close(parser, frame->payload, frame->len);
+        default:
+                return ws_parse_text(parser, frame);
+        }
+}

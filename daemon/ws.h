@@ -70,4 +70,54 @@ uint32_t ws_utf8_feed(uint32_t state, const uint8_t *data, size_t len);
 /* Returns 1 if a peer may send CODE in a close frame. */
 int ws_close_code_valid(unsigned code);
 
+/*
+ * The server side of a client's frame stream, a state machine that does no I/O. Each call to
+ * ws_parse looks at the bytes at the start of the caller's buffer:
+ *
+ *   WS_FRAME_MORE   the frame is not complete; frame->size is 0 while the header is incomplete,
+ *                   else the whole frame's length, so the caller knows how much to wait for.
+ *                   The header is already checked, so no caller buffers a frame it will reject.
+ *   WS_FRAME_ERROR  the stream breaks RFC 6455 or a limit: fail the connection with
+ *                   parser->close_code and parser->error as the reason.
+ *   any other kind  one complete, valid frame of frame->size bytes, payload unmasked in place.
+ *
+ * The parser changes state only when it returns a complete frame, so calling it again on the
+ * same bytes after WS_FRAME_MORE is safe. After WS_FRAME_CLOSE or WS_FRAME_ERROR it returns
+ * WS_FRAME_ERROR for anything, since nothing after a close counts.
+ */
+enum ws_frame_kind {
+        WS_FRAME_ERROR = -1,
+        WS_FRAME_MORE = 0,
+        WS_FRAME_TEXT,  /* a text message or one fragment of it; see frame->message_end */
+        WS_FRAME_PING,  /* reply with a pong that carries the same payload */
+        WS_FRAME_PONG,  /* a reply to a keepalive ping, or unsolicited; gets no reply */
+        WS_FRAME_CLOSE, /* the peer's close: parser->close_code is its code, 0 when absent */
+};
+
+struct ws_parser {
+        uint32_t max_message_bytes; /* text messages over this many bytes fail with 1009 */
+        uint32_t message_len;       /* bytes of the open fragmented message so far */
+        uint32_t utf8;              /* ws_utf8_feed state across the open message */
+        uint16_t close_code;        /* see WS_FRAME_ERROR and WS_FRAME_CLOSE */
+        uint8_t in_message;         /* a fragmented text message is open */
+        uint8_t closed;             /* a close frame arrived or the stream failed */
+        const char *error;          /* static text for the log and the close reason */
+};
+
+struct ws_frame {
+        struct ws_header header;
+        uint8_t *payload;       /* inside the caller's buffer, unmasked */
+        size_t len;             /* payload bytes */
+        size_t size;            /* header and payload bytes */
+        unsigned message_start; /* WS_FRAME_TEXT: the first fragment of a message */
+        unsigned message_end;   /* WS_FRAME_TEXT: the last fragment, so the message is complete */
+};
+
+/* Starts a parser for a new connection. */
+void ws_parser_init(struct ws_parser *parser, uint32_t max_message_bytes);
+
+/* Parses the frame at the start of BUF; see enum ws_frame_kind for the result. */
+enum ws_frame_kind ws_parse(struct ws_parser *parser, uint8_t *buf, size_t len,
+                            struct ws_frame *frame);
+
 #endif

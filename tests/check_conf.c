@@ -58,7 +58,7 @@ START_TEST(conf_good_file)
                          "# a comment\n"
                          "[server]\n"
                          "listen = [::1]:9000\n"
-                         "max_clients = 100\n"
+                         "max_connections = 100\n"
                          "  min_query_chars = 2   \n"
                          "log_level = debug\n"
                          "\n"
@@ -75,7 +75,7 @@ START_TEST(conf_good_file)
         ck_assert_msg(n == 0, "unexpected errors: %s", errors);
         ck_assert_str_eq(conf.listen_host, "::1");
         ck_assert_uint_eq(conf.listen_port, 9000);
-        ck_assert_uint_eq(conf.max_clients, 100);
+        ck_assert_uint_eq(conf.max_connections, 100);
         ck_assert_uint_eq(conf.min_query_chars, 2);
         ck_assert_int_eq(conf.log_level, LOG_LEVEL_DEBUG);
         ck_assert_str_eq(conf.api_url, "https://api.example.com/v1/search?query={q}&n=5");
@@ -210,7 +210,7 @@ START_TEST(conf_every_error_in_one_pass)
         char errors[2048];
         int n = conf_try(&conf,
                          "[server]\n"
-                         "max_clients = 0\n"
+                         "max_connections = 0\n"
                          "bogus = 1\n"
                          "[api]\n"
                          "url = http://a/{q}\n"
@@ -219,7 +219,8 @@ START_TEST(conf_every_error_in_one_pass)
                          errors, sizeof(errors));
 
         ck_assert_int_eq(n, 3);
-        ck_assert_ptr_nonnull(strstr(errors, conf_expect(2, "invalid value '0' for max_clients")));
+        ck_assert_ptr_nonnull(
+            strstr(errors, conf_expect(2, "invalid value '0' for max_connections")));
         ck_assert_ptr_nonnull(strstr(errors, conf_expect(3, "unknown key bogus in [server]")));
         ck_assert_ptr_nonnull(strstr(errors, conf_expect(6, "invalid value 'x' for rate")));
 }

@@ -289,7 +289,7 @@ START_TEST(e2e_handshake_checks)
         ck_assert_ptr_nonnull(strstr(response, "HTTP/1.1 400 "));
         ck_assert_int_gt(
             harness_http_raw(e2e.port,
-                             "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: "
+                             "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: "
                              "Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                              "Sec-WebSocket-Version: 7\r\n\r\n",
                              response, sizeof(response)),

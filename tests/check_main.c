@@ -16,7 +16,11 @@ int main(void)
         srunner_add_suite(runner, ws_suite());
         srunner_add_suite(runner, api_suite());
         srunner_add_suite(runner, places_suite());
+        srunner_add_suite(runner, http_suite());
+        srunner_add_suite(runner, limit_suite());
         srunner_add_suite(runner, e2e_suite());
+        srunner_add_suite(runner, ws_protocol_suite());
+        srunner_add_suite(runner, defence_suite());
         srunner_run_all(runner, CK_NORMAL);
         failed = srunner_ntests_failed(runner);
         srunner_free(runner);

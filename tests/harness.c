@@ -158,7 +158,7 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 "[server]\n"
                 "listen = 127.0.0.1:%d\n"
                 "shm_name = %s\n"
-                "max_clients = 64\n"
+                "%s"
                 "log_level = debug\n"
                 "%s\n"
                 "[api]\n"
@@ -169,7 +169,11 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 "%s\n"
                 "[workers]\n"
                 "workers = %s\n",
-                h->port, h->shm_name, o->extra_server != NULL ? o->extra_server : "", h->api_port,
+                h->port, h->shm_name,
+                o->extra_server != NULL && strstr(o->extra_server, "max_connections =") != NULL
+                    ? ""
+                    : "max_connections = 64\n",
+                o->extra_server != NULL ? o->extra_server : "", h->api_port,
                 o->timeout_ms != NULL ? o->timeout_ms : "2000", o->rate != NULL ? o->rate : "45",
                 o->burst != NULL ? o->burst : "8", o->extra_api != NULL ? o->extra_api : "",
                 o->workers != NULL ? o->workers : "2");

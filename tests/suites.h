@@ -11,5 +11,9 @@ Suite *ws_suite(void);
 Suite *api_suite(void);
 Suite *places_suite(void);
 Suite *e2e_suite(void);
+Suite *http_suite(void);
+Suite *limit_suite(void);
+Suite *ws_protocol_suite(void);
+Suite *defence_suite(void);
 
 #endif

@@ -174,7 +174,7 @@ class Servers {
       '[server]',
       `listen = 127.0.0.1:${this.port}`,
       `shm_name = /incsearchd-browser-${process.pid}`,
-      'max_clients = 64',
+      'max_connections = 64',
       'log_level = debug',
       '[api]',
       `url = http://127.0.0.1:${this.apiPort}/search?q={q}&limit=10`,
