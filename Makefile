@@ -29,6 +29,9 @@ DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/page.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
+LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadgen/responder.o \
+	  $(B)/loadgen/startup.o $(B)/loadgen/hold.o $(B)/loadgen/ingest.o $(B)/loadgen/latency.o \
+	  $(B)/loadgen/typing.o
 TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.o \
 	$(B)/tests/check_slot.o $(B)/tests/check_ws.o $(B)/tests/check_api.o \
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/wsclient.o \
@@ -36,7 +39,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test install clean format
+.PHONY: all deps run check test bench install clean format
 
 all: $(PROGRAMS)
 
@@ -71,6 +74,9 @@ $(B)/incsearchd-worker: $(WORKER) $(COMMON)
 $(B)/incsearch-demo-api: $(DEMOAPI)
 	$(CC) -o $@ $^ $(LIBEVENT) $(JSONC)
 
+$(B)/incsearch-loadgen: $(LOADGEN)
+	$(CC) -o $@ $^
+
 $(B)/check_incsearchd: $(TESTS) $(COMMON) $(B)/daemon/ws.o $(B)/worker/api.o \
 		$(B)/demo-api/places.o
 	$(CC) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO)
@@ -87,8 +93,14 @@ run: deps
 check: deps
 	@$(MAKE) --no-print-directory test
 
-test: $(PROGRAMS) $(B)/check_incsearchd
+# The load generator is built here too, so that it keeps compiling; the benchmark is not run.
+test: $(PROGRAMS) $(B)/check_incsearchd $(B)/incsearch-loadgen
 	INCSEARCHD_BUILD=$(abspath $(B)) $(B)/check_incsearchd
+
+# Runs every scenario against instances it starts on loopback and writes BENCHMARKS.md.
+bench: deps
+	@$(MAKE) --no-print-directory all $(B)/incsearch-loadgen
+	loadgen/bench.sh $(B)
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)/lib/systemd/system
@@ -99,7 +111,8 @@ install: all
 		$(DESTDIR)/lib/systemd/system/incsearchd.service
 
 format:
-	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch]
+	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
+		loadgen/*.[ch]
 
 clean:
 	rm -rf $(B)
