@@ -106,14 +106,15 @@ start() {
         STARTED+=("$STARTED_PID")
 }
 
-# start_api NAME RATE BURST: the demo API on a free port; sets API_PORT and API_PID.
+# start_api NAME RATE BURST: starts the demo API on a free port and sets API_PORT and API_PID.
 start_api() {
         API_PORT=$("$LG" port)
         start "$1" "$API_PORT" "$BIN/incsearch-demo-api" -l "127.0.0.1:$API_PORT" -r "$2" -b "$3"
         API_PID=$STARTED_PID
 }
 
-# start_daemon NAME API_URL RATE BURST: incsearchd on a free port; sets PORT and DAEMON_PID.
+# start_daemon NAME API_URL RATE BURST: starts incsearchd on a free port and sets PORT and
+# DAEMON_PID.
 start_daemon() {
         local conf=$WORK/$1.conf
         PORT=$("$LG" port)
@@ -211,7 +212,8 @@ ingest_run() {
         log "ingest $kind run $run: $(value frames_per_daemon_cpu_s "$out") frames per daemon CPU second"
 }
 
-# profile NAME PID SECONDS: samples PID with perf while the caller's load runs.
+# profile_start NAME PID SECONDS: starts perf sampling PID for SECONDS in the background, when
+# perf works here. The caller runs the load meanwhile.
 profile_start() {
         PROFILE_PID=""
         if perf stat -e instructions true >/dev/null 2>&1; then
