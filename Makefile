@@ -43,6 +43,9 @@ DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/shutdown.o $(B)/daemon/page.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
+LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadgen/responder.o \
+	  $(B)/loadgen/startup.o $(B)/loadgen/hold.o $(B)/loadgen/ingest.o $(B)/loadgen/latency.o \
+	  $(B)/loadgen/typing.o
 TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.o \
 	$(B)/tests/check_slot.o $(B)/tests/check_ws.o $(B)/tests/check_api.o \
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/wsclient.o \
@@ -51,7 +54,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test browser-test fuzz fuzz-build install clean format
+.PHONY: all deps run check test browser-test fuzz fuzz-build bench install clean format
 
 all: $(PROGRAMS)
 
@@ -119,6 +122,9 @@ fuzz: $(FUZZERS)
 		grep -E '^(stat::number_of_executed_units|#[0-9]+.*DONE)' build/fuzz/$$f.log || true; \
 	done
 
+$(B)/incsearch-loadgen: $(LOADGEN)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # The demo: the bundled search API on 127.0.0.1:8081 and incsearchd in front of it.
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -141,7 +147,8 @@ else
 	@$(MAKE) --no-print-directory SANITIZE=1 test
 endif
 
-test: $(PROGRAMS) $(B)/check_incsearchd
+# The load generator is built here too, so that it keeps compiling; the benchmark is not run.
+test: $(PROGRAMS) $(B)/check_incsearchd $(B)/incsearch-loadgen
 	INCSEARCHD_BUILD=$(abspath $(B)) INCSEARCHD_TESTS=$(abspath tests) \
 		ASAN_OPTIONS=detect_leaks=0 $(B)/check_incsearchd
 
@@ -157,6 +164,11 @@ browser-test: $(PROGRAMS)
 		INCSEARCHD_BUILD=$(abspath $(B)) CHROMIUM=$(CHROMIUM) node --test page.test.js; \
 	fi
 
+# Runs every scenario against instances it starts on loopback and writes BENCHMARKS.md.
+bench: deps
+	@$(MAKE) --no-print-directory all $(B)/incsearch-loadgen
+	loadgen/bench.sh $(B)
+
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)/lib/systemd/system
 	install -m 755 $(B)/incsearchd $(B)/incsearchd-worker $(DESTDIR)$(SBINDIR)
@@ -167,7 +179,7 @@ install: all
 
 format:
 	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
-		fuzz/*.c
+		fuzz/*.c loadgen/*.[ch]
 
 clean:
 	rm -rf build build-sanitize
