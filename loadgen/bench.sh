@@ -121,7 +121,10 @@ start_daemon() {
         cat >"$conf" <<EOF
 [server]
 listen = 127.0.0.1:$PORT
-max_clients = $MAX_CLIENTS
+max_connections = $MAX_CLIENTS
+# The hold scenario opens every connection at once; the reconnect-storm limit would turn most
+# of them away, so it is off here (0 means no limit).
+max_new_connections_per_second = 0
 shm_name = /incsearchd-bench-$$
 log_level = info
 [api]
@@ -429,7 +432,7 @@ report_hold() {
 ## hold: idle connections and memory
 
 $HOLD_PROCESSES load-generator processes open $HOLD_CLIENTS WebSocket connections in total from
-source addresses 127.0.0.2 to 127.0.0.241 to one incsearchd with max_clients = $MAX_CLIENTS, and
+source addresses 127.0.0.2 to 127.0.0.241 to one incsearchd with max_connections = $MAX_CLIENTS and no limit on new connections per second, and
 keep them idle. Memory comes from /proc/PID/status and /proc/PID/smaps_rollup, read before and
 after the connections open and divided by the connections held. Kernel TCP memory is the growth
 of the machine-wide "TCP mem" pages in /proc/net/sockstat, for both ends of each connection.
