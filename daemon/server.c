@@ -32,6 +32,10 @@
 /* Rejections and accept failures that a flood of clients can cause, logged at a capped rate. */
 static struct log_limit server_reject_limit, server_accept_limit;
 
+/* Pauses of accept since descriptors ran out, 0 when accepting normally. The episode is logged
+ * when it starts and when it ends, not at every pause. */
+static unsigned long server_accept_pauses;
+
 static void server_read_cb(struct bufferevent *bev, void *arg);
 static void server_write_cb(struct bufferevent *bev, void *arg);
 static void server_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -405,6 +409,11 @@ static void server_accept_cb(struct evconnlistener *listener, evutil_socket_t fd
         (void)listener;
         (void)socklen;
         (void)arg;
+        if (server_accept_pauses > 0) {
+                log_info("accepting connections again after %lu pauses, %u connections open",
+                         server_accept_pauses, d->connections);
+                server_accept_pauses = 0;
+        }
         client = calloc(1, sizeof(*client));
         if (client == NULL) {
                 log_warn("out of memory accepting a connection; closing it");
@@ -458,10 +467,11 @@ static void server_accept_error_cb(struct evconnlistener *listener, void *arg)
         (void)arg;
         if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
                 /* Accepting again at once would spin: wait for a descriptor to free up. */
-                log_limited(&server_accept_limit, LOG_LEVEL_WARN,
-                            "accept failed: %s; pausing accept for %d ms with %u connections open",
-                            evutil_socket_error_to_string(err), SERVER_ACCEPT_PAUSE_MS,
-                            d->connections);
+                if (server_accept_pauses++ == 0)
+                        log_warn("accept failed: %s with %u connections open; pausing accept "
+                                 "for %d ms at a time until a descriptor frees up",
+                                 evutil_socket_error_to_string(err), d->connections,
+                                 SERVER_ACCEPT_PAUSE_MS);
                 evconnlistener_disable(listener);
                 evtimer_add(d->listener_resume, &pause);
                 return;
