@@ -152,7 +152,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
         if (superseded)
                 shm_count(&d->shm, superseded);
         if (pushed)
-                sem_post(&d->shm.header->work);
+                supervisor_wake();
         log_debug("client %llu slot %u: query seq %" PRId64 " (%zu bytes)%s",
                   (unsigned long long)client->id, client->slot, seq, len,
                   superseded ? ", superseding a pending one" : "");

@@ -185,6 +185,7 @@ int main(int argc, char **argv)
         if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_clients, d->conf.max_query_bytes,
                        d->conf.rate_milli, d->conf.burst) < 0)
                 log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
+        d->shm.header->max_wait_ns = (uint64_t)d->conf.max_wait_ms * 1000000ULL;
 
         d->base = event_base_new();
         if (d->base == NULL)
