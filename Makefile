@@ -26,12 +26,13 @@ SYSCONFDIR ?= /etc
 COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot.o \
 	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
-	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/page.o
+	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/cache.o $(B)/daemon/page.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.o \
 	$(B)/tests/check_slot.o $(B)/tests/check_ws.o $(B)/tests/check_api.o \
-	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/wsclient.o \
+	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/check_sched.o \
+	$(B)/tests/wsclient.o \
 	$(B)/tests/harness.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api

@@ -20,8 +20,8 @@ static char *reply_serialize(json_object *obj, size_t *len)
         return copy;
 }
 
-char *reply_results(int64_t seq, const char *query, size_t query_len, json_object *results,
-                    size_t *len)
+static char *reply_results_flagged(int64_t seq, const char *query, size_t query_len,
+                                   json_object *results, int cached, size_t *len)
 {
         json_object *obj = json_object_new_object();
 
@@ -35,8 +35,20 @@ char *reply_results(int64_t seq, const char *query, size_t query_len, json_objec
         json_object_object_add(obj, "seq", json_object_new_int64(seq));
         json_object_object_add(obj, "q", json_object_new_string_len(query, (int)query_len));
         json_object_object_add(obj, "results", results);
-        json_object_object_add(obj, "cached", json_object_new_boolean(0));
+        json_object_object_add(obj, "cached", json_object_new_boolean(cached));
         return reply_serialize(obj, len);
+}
+
+char *reply_results(int64_t seq, const char *query, size_t query_len, json_object *results,
+                    size_t *len)
+{
+        return reply_results_flagged(seq, query, query_len, results, 0, len);
+}
+
+char *reply_cached_results(int64_t seq, const char *query, size_t query_len, json_object *results,
+                           size_t *len)
+{
+        return reply_results_flagged(seq, query, query_len, results, 1, len);
 }
 
 char *reply_error(int64_t seq, const char *query, size_t query_len, const char *code,

@@ -23,6 +23,10 @@
 char *reply_results(int64_t seq, const char *query, size_t query_len, json_object *results,
                     size_t *len);
 
+/* Like reply_results, for a result from the cache: "cached" is true. */
+char *reply_cached_results(int64_t seq, const char *query, size_t query_len, json_object *results,
+                           size_t *len);
+
 /*
  * Builds {"type":"error","seq":SEQ,"q":QUERY,"error":CODE,"message":MESSAGE}. A negative SEQ
  * or a NULL QUERY leaves that member out, for a message that could not be parsed. Returns a

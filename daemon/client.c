@@ -12,6 +12,7 @@
 #include <event2/bufferevent.h>
 #include <json-c/json.h>
 
+#include "cache.h"
 #include "incsearchd.h"
 #include "log.h"
 #include "reply.h"
@@ -134,6 +135,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
 
         shm_count(&d->shm, queries);
         client->last_seq = seq;
+        cache_leave(client);
 
         if (len > d->conf.max_query_bytes) {
                 client_answer_locally(client, seq, query, len, REPLY_QUERY_TOO_LONG,
@@ -144,6 +146,8 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
                 client_answer_locally(client, seq, query, len, NULL, NULL);
                 return;
         }
+        if (cache_submit(client, seq, query, len))
+                return;
 
         daemon_lock();
         pushed = slot_submit(&d->shm, client->slot, (uint64_t)seq, query, (uint32_t)len,
@@ -416,6 +420,7 @@ void client_deliver(uint32_t slot, uint32_t generation, uint64_t seq, const char
         struct daemon *d = &daemon_state;
         struct client *client = d->clients[slot];
 
+        cache_result(slot, generation, seq, body, len);
         if (client == NULL || client->generation != generation ||
             client->state != CLIENT_WEBSOCKET) {
                 shm_count(&d->shm, stale_dropped);

@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "cache.h"
 #include "incsearchd.h"
 #include "log.h"
 #include "version.h"
@@ -194,6 +195,8 @@ int main(int argc, char **argv)
         daemon_add_signal(SIGTERM);
         daemon_add_signal(SIGHUP);
         daemon_add_signal(SIGCHLD);
+        if (cache_init() < 0)
+                log_fatal("out of memory setting up the result cache");
         if (server_listen() < 0) {
                 shm_destroy(&d->shm, d->conf.shm_name);
                 return 1;
@@ -208,6 +211,7 @@ int main(int argc, char **argv)
         event_base_dispatch(d->base);
 
         supervisor_stop();
+        cache_free();
         evconnlistener_free(d->listener);
         shm_destroy(&d->shm, d->conf.shm_name);
         log_info("stopped");

@@ -553,8 +553,8 @@ static int demoapi_first_rejection(struct demoapi *api, const char *query)
 
 /*
  * Responds to fault:STATUS:RETRY[:TEXT], STATUS being 429 or 503, with STATUS and the header
- * Retry-After: RETRY ("none" leaves it out). With TEXT, only the first request for this query
- * is rejected and later ones get the results for TEXT.
+ * Retry-After: RETRY ("none" leaves it out). With TEXT, which must not contain a colon, only
+ * the first request for this query is rejected and later ones get the results for TEXT.
  */
 static void demoapi_fault_throttle(struct demoapi *api, struct evhttp_request *req,
                                    const char *query, size_t limit)
@@ -564,13 +564,15 @@ static void demoapi_fault_throttle(struct demoapi *api, struct evhttp_request *r
         char value[64];
         size_t len;
 
-        text = strchr(retry, ':');
+        /* The last colon starts TEXT, since an HTTP-date contains colons itself. */
+        text = strrchr(retry, ':');
         len = text != NULL ? (size_t)(text - retry) : strlen(retry);
         if (text != NULL && !demoapi_first_rejection(api, query)) {
                 demoapi_send_search(api, req, text + 1, limit);
                 return;
         }
-        snprintf(value, sizeof(value), "%.*s", (int)(len < sizeof(value) ? len : 0), retry);
+        snprintf(value, sizeof(value), "%.*s", (int)(len < sizeof(value) ? len : sizeof(value) - 1),
+                 retry);
         if (strcmp(value, "none") != 0)
                 evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", value);
         demoapi_send_error(api, req, status, "injected fault for query \"%.64s\"", query);

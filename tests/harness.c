@@ -168,11 +168,13 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 "burst = %s\n"
                 "%s\n"
                 "[workers]\n"
-                "workers = %s\n",
+                "workers = %s\n"
+                "%s\n",
                 h->port, h->shm_name, o->extra_server != NULL ? o->extra_server : "", h->api_port,
                 o->timeout_ms != NULL ? o->timeout_ms : "2000", o->rate != NULL ? o->rate : "45",
                 o->burst != NULL ? o->burst : "8", o->extra_api != NULL ? o->extra_api : "",
-                o->workers != NULL ? o->workers : "2");
+                o->workers != NULL ? o->workers : "2",
+                o->extra_sections != NULL ? o->extra_sections : "");
         fclose(f);
 }
 

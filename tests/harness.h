@@ -41,15 +41,16 @@ struct harness {
 };
 
 struct harness_options {
-        const char *api_rate;     /* demo API's -r, default "50" */
-        const char *api_burst;    /* demo API's -b, default "10" */
-        const char *rate;         /* incsearchd's [api] rate, default "45" */
-        const char *burst;        /* default "8" */
-        const char *workers;      /* default "2" */
-        const char *timeout_ms;   /* [api] timeout_ms, default "2000" */
-        const char *extra_server; /* more [server] lines */
-        const char *extra_api;    /* more [api] lines */
-        int faults;               /* start the demo API with -F */
+        const char *api_rate;       /* demo API's -r, default "50" */
+        const char *api_burst;      /* demo API's -b, default "10" */
+        const char *rate;           /* incsearchd's [api] rate, default "45" */
+        const char *burst;          /* default "8" */
+        const char *workers;        /* default "2" */
+        const char *timeout_ms;     /* [api] timeout_ms, default "2000" */
+        const char *extra_server;   /* more [server] lines */
+        const char *extra_api;      /* more [api] lines */
+        const char *extra_sections; /* more sections at the end, such as "[cache]\n..." */
+        int faults;                 /* start the demo API with -F */
 };
 
 /* Starts both programs and waits for their ports; fails the test if either does not come up. */

@@ -11,5 +11,6 @@ Suite *ws_suite(void);
 Suite *api_suite(void);
 Suite *places_suite(void);
 Suite *e2e_suite(void);
+Suite *sched_suite(void);
 
 #endif

@@ -1,0 +1,510 @@
+/*
+ * End-to-end tests of the scheduling: the API's pause signals, retries, connection reuse, the
+ * result cache, coalescing, and a chaos run that kills workers while clients type.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "harness.h"
+#include "suites.h"
+#include "ws.h"
+#include "wsclient.h"
+
+static struct harness sched;
+
+static void sched_teardown(void)
+{
+        harness_stop_all(&sched);
+}
+
+static long long sched_now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sched_sleep_ms(long ms)
+{
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+        nanosleep(&ts, NULL);
+}
+
+static int sched_connect(void)
+{
+        int fd = wsc_connect(sched.port);
+
+        ck_assert_msg(fd >= 0, "WebSocket handshake with 127.0.0.1:%d failed", sched.port);
+        return fd;
+}
+
+/* Reads the next text frame as JSON, or returns NULL after TIMEOUT_MS. */
+static json_object *sched_recv(int fd, int timeout_ms)
+{
+        struct wsc_frame frame;
+        json_object *obj;
+
+        for (;;) {
+                if (wsc_recv(fd, &frame, timeout_ms) != 1)
+                        return NULL;
+                if (frame.opcode == WS_OP_TEXT)
+                        break;
+                wsc_frame_free(&frame);
+        }
+        obj = json_tokener_parse((const char *)frame.payload);
+        ck_assert_msg(obj != NULL, "not JSON: %s", frame.payload);
+        wsc_frame_free(&frame);
+        return obj;
+}
+
+static json_object *sched_expect(int fd, int timeout_ms)
+{
+        json_object *obj = sched_recv(fd, timeout_ms);
+
+        if (obj == NULL)
+                harness_dump_log(&sched, "incsearchd.log");
+        ck_assert_msg(obj != NULL, "no message within %d ms", timeout_ms);
+        return obj;
+}
+
+static const char *sched_string(json_object *obj, const char *key)
+{
+        json_object *value;
+
+        if (!json_object_object_get_ex(obj, key, &value))
+                return "";
+        return json_object_get_string(value);
+}
+
+static long long sched_int(json_object *obj, const char *key)
+{
+        json_object *value;
+
+        if (!json_object_object_get_ex(obj, key, &value))
+                return -1;
+        return json_object_get_int64(value);
+}
+
+static void sched_send(int fd, const char *text, long long seq)
+{
+        char message[512];
+
+        snprintf(message, sizeof(message), "{\"q\":\"%s\",\"seq\":%lld}", text, seq);
+        ck_assert_int_eq(wsc_send_text(fd, message), 0);
+}
+
+/* Sends a query and expects results for it, returning the reply. */
+static json_object *sched_results(int fd, const char *text, long long seq, int timeout_ms)
+{
+        json_object *reply;
+
+        sched_send(fd, text, seq);
+        reply = sched_expect(fd, timeout_ms);
+        ck_assert_msg(strcmp(sched_string(reply, "type"), "results") == 0, "'%s' got %s", text,
+                      json_object_to_json_string(reply));
+        ck_assert_int_eq(sched_int(reply, "seq"), seq);
+        return reply;
+}
+
+static int sched_cached(json_object *reply)
+{
+        json_object *value;
+
+        return json_object_object_get_ex(reply, "cached", &value) && json_object_get_boolean(value);
+}
+
+START_TEST(sched_sequential_calls_one_connection)
+{
+        struct harness_options options = {.workers = "1",
+                                          .extra_sections = "[cache]\nmax_bytes = 0\n"};
+        static const char *const words[] = {"a", "ab", "b", "c", "d", "fr", "ge", "it", "ja", "no"};
+        long long before, after;
+        int fd;
+
+        harness_start(&sched, &options);
+        fd = sched_connect();
+        before = harness_api_stat(&sched, "connections");
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                json_object_put(sched_results(fd, words[i], (long long)i + 1, 5000));
+        close(fd);
+        after = harness_api_stat(&sched, "connections");
+        /* Each /stats request is a connection of its own, counted when accepted. */
+        ck_assert_int_eq(after - before, 2);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 10);
+}
+END_TEST
+
+START_TEST(sched_cache_hit_normalized)
+{
+        json_object *reply;
+        int a, b;
+
+        harness_start(&sched, NULL);
+        a = sched_connect();
+        b = sched_connect();
+        reply = sched_results(a, "Switz", 1, 5000);
+        ck_assert(!sched_cached(reply));
+        json_object_put(reply);
+
+        /* Case and white space differ, and the query text in the reply is the client's own. */
+        reply = sched_results(b, "  SWITZ ", 1, 5000);
+        ck_assert(sched_cached(reply));
+        ck_assert_str_eq(sched_string(reply, "q"), "  SWITZ ");
+        json_object_put(reply);
+        reply = sched_results(b, "\xc3\x89GYPT", 2, 5000);
+        ck_assert(!sched_cached(reply));
+        json_object_put(reply);
+        reply = sched_results(a, "\xc3\xa9gypt", 2, 5000);
+        ck_assert(sched_cached(reply));
+        json_object_put(reply);
+        close(a);
+        close(b);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 2);
+}
+END_TEST
+
+START_TEST(sched_cache_ttl_expires)
+{
+        struct harness_options options = {.extra_sections = "[cache]\nttl_ms = 300\n"};
+        json_object *reply;
+        int fd;
+
+        harness_start(&sched, &options);
+        fd = sched_connect();
+        json_object_put(sched_results(fd, "peru", 1, 5000));
+        sched_sleep_ms(500);
+        reply = sched_results(fd, "peru", 2, 5000);
+        ck_assert(!sched_cached(reply));
+        json_object_put(reply);
+        close(fd);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 2);
+}
+END_TEST
+
+START_TEST(sched_equal_queries_coalesced)
+{
+        struct harness_options options = {.faults = 1};
+        json_object *reply;
+        int a, b, c;
+
+        harness_start(&sched, &options);
+        a = sched_connect();
+        b = sched_connect();
+        c = sched_connect();
+        sched_send(a, "fault:slow:800:japan", 1);
+        sched_sleep_ms(200);
+        sched_send(b, "FAULT:SLOW:800:JAPAN", 7);
+        sched_send(c, "fault:slow:800:japan", 3);
+        reply = sched_expect(b, 5000);
+        ck_assert_int_eq(sched_int(reply, "seq"), 7);
+        ck_assert_str_eq(sched_string(reply, "q"), "FAULT:SLOW:800:JAPAN");
+        ck_assert_str_eq(sched_string(reply, "type"), "results");
+        json_object_put(reply);
+        reply = sched_expect(a, 5000);
+        ck_assert_int_eq(sched_int(reply, "seq"), 1);
+        json_object_put(reply);
+        reply = sched_expect(c, 5000);
+        ck_assert_int_eq(sched_int(reply, "seq"), 3);
+        json_object_put(reply);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 1);
+        close(a);
+        close(b);
+        close(c);
+}
+END_TEST
+
+/* A waiter whose leader disconnects takes over the query and is still answered. */
+START_TEST(sched_coalesced_leader_leaves)
+{
+        struct harness_options options = {.faults = 1, .rate = "1", .burst = "1"};
+        json_object *reply;
+        int a, b, c;
+
+        harness_start(&sched, &options);
+        a = sched_connect();
+        b = sched_connect();
+        c = sched_connect();
+        /* The first query spends the only token, so the next two wait in the FIFO. */
+        json_object_put(sched_results(a, "peru", 1, 5000));
+        sched_send(b, "chile", 1);
+        sched_send(c, "chile", 1);
+        close(b);
+        reply = sched_expect(c, 5000);
+        ck_assert_str_eq(sched_string(reply, "type"), "results");
+        ck_assert_int_eq(sched_int(reply, "seq"), 1);
+        json_object_put(reply);
+        close(a);
+        close(c);
+}
+END_TEST
+
+/* A 429 with Retry-After pauses every worker, and the query is answered after the pause. */
+START_TEST(sched_retry_after_pauses_all)
+{
+        struct harness_options options = {.faults = 1, .workers = "3"};
+        long long start, took;
+        json_object *reply;
+        int a, b;
+
+        harness_start(&sched, &options);
+        a = sched_connect();
+        b = sched_connect();
+        start = sched_now_ms();
+        sched_send(a, "fault:429:1:japan", 1);
+        sched_sleep_ms(200);
+        sched_send(b, "peru", 1);
+        reply = sched_expect(b, 5000);
+        took = sched_now_ms() - start;
+        ck_assert_str_eq(sched_string(reply, "type"), "results");
+        ck_assert_msg(took >= 900, "peru answered %lld ms after the 429, inside the pause", took);
+        json_object_put(reply);
+        reply = sched_expect(a, 5000);
+        ck_assert_str_eq(sched_string(reply, "type"), "results");
+        ck_assert_int_eq(sched_int(reply, "seq"), 1);
+        json_object_put(reply);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 3);
+        close(a);
+        close(b);
+}
+END_TEST
+
+/* Retry-After forms: 0 retries at once, a date, none or garbage back off; 503 acts like 429. */
+START_TEST(sched_retry_after_forms)
+{
+        struct harness_options options = {.faults = 1,
+                                          .extra_sections = "[cache]\nmax_bytes = 0\n"};
+        const char *forms[] = {"429:0", "429:none", "429:soon", "503:1", NULL};
+        char date[64];
+        int fd;
+
+        harness_start(&sched, &options);
+        fd = sched_connect();
+        for (int i = 0; i < 5; i++) {
+                time_t soon = time(NULL) + 2;
+                char text[200];
+                json_object *reply;
+                struct tm tm;
+
+                /* The last form is an HTTP-date 2 s ahead. */
+                gmtime_r(&soon, &tm);
+                strftime(date, sizeof(date), "429:%a, %d %b %Y %H:%M:%S GMT", &tm);
+                snprintf(text, sizeof(text), "fault:%s:peru", forms[i] != NULL ? forms[i] : date);
+                reply = sched_results(fd, text, i + 1, 8000);
+                json_object_put(reply);
+        }
+        close(fd);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 10);
+}
+END_TEST
+
+START_TEST(sched_max_wait_rejected)
+{
+        struct harness_options options = {.faults = 1, .extra_api = "max_wait_ms = 1000"};
+        json_object *reply;
+        int fd;
+
+        harness_start(&sched, &options);
+        fd = sched_connect();
+        sched_send(fd, "fault:429:30", 1);
+        reply = sched_expect(fd, 5000);
+        ck_assert_str_eq(sched_string(reply, "type"), "error");
+        ck_assert_str_eq(sched_string(reply, "error"), "upstream_rejected");
+        json_object_put(reply);
+        /* The API asked for 30 s, so the next query cannot be answered in time either. */
+        sched_send(fd, "peru", 2);
+        reply = sched_expect(fd, 5000);
+        ck_assert_str_eq(sched_string(reply, "error"), "upstream_rejected");
+        json_object_put(reply);
+        close(fd);
+        ck_assert_int_eq(harness_api_stat(&sched, "requests"), 1);
+}
+END_TEST
+
+START_TEST(sched_ratelimit_reset_pauses)
+{
+        struct harness_options options = {.faults = 1};
+        long long start, took;
+        json_object *reply;
+        int fd;
+
+        harness_start(&sched, &options);
+        fd = sched_connect();
+        start = sched_now_ms();
+        json_object_put(sched_results(fd, "fault:reset:1:japan", 1, 5000));
+        reply = sched_results(fd, "peru", 2, 5000);
+        took = sched_now_ms() - start;
+        ck_assert_msg(took >= 900, "peru called %lld ms after zero remaining calls", took);
+        json_object_put(reply);
+        close(fd);
+}
+END_TEST
+
+START_TEST(sched_5xx_retried)
+{
+        struct harness_options options = {.faults = 1, .extra_api = "max_wait_ms = 1500"};
+        json_object *reply;
+        int fd;
+
+        harness_start(&sched, &options);
+        fd = sched_connect();
+        sched_send(fd, "fault:500", 1);
+        reply = sched_expect(fd, 5000);
+        ck_assert_str_eq(sched_string(reply, "error"), "upstream_error");
+        json_object_put(reply);
+        close(fd);
+        ck_assert_int_ge(harness_api_stat(&sched, "requests"), 3);
+}
+END_TEST
+
+/* Returns the pids of PARENT's children, from /proc. */
+static unsigned sched_children(pid_t parent, pid_t *pids, unsigned max)
+{
+        char path[64];
+        unsigned n = 0;
+        FILE *f;
+        int pid;
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (n < max && fscanf(f, "%d", &pid) == 1)
+                pids[n++] = pid;
+        fclose(f);
+        return n;
+}
+
+enum { SCHED_CHAOS_CLIENTS = 8, SCHED_CHAOS_WORKERS = 4 };
+
+struct sched_typist {
+        int fd;
+        long long sent, received;
+        json_object *last;
+};
+
+/* Reads what a typist's connection has, checking that no result is older than one before it. */
+static void sched_typist_read(struct sched_typist *t, int timeout_ms)
+{
+        json_object *obj;
+
+        while ((obj = sched_recv(t->fd, timeout_ms)) != NULL) {
+                long long seq = sched_int(obj, "seq");
+
+                ck_assert_msg(seq > t->received, "result for seq %lld after seq %lld", seq,
+                              t->received);
+                t->received = seq;
+                json_object_put(t->last);
+                t->last = obj;
+                timeout_ms = 0;
+        }
+}
+
+/*
+ * Clients type nonstop while a worker is killed with SIGKILL every 200 ms for 10 s. Every
+ * client's last query must be answered with results, no result may follow a newer one, the
+ * demo API must see no call beyond its limit, and the pool must be back to full size.
+ */
+START_TEST(sched_chaos_kill_workers)
+{
+        struct harness_options options = {.api_rate = "40",
+                                          .api_burst = "10",
+                                          .rate = "35",
+                                          .burst = "8",
+                                          .workers = "4",
+                                          .extra_sections = "[cache]\nmax_bytes = 0\n"};
+        static const char *const words[] = {"switzerland", "germany", "norway", "japan",
+                                            "brazil",      "canada",  "france", "peru"};
+        struct sched_typist typists[SCHED_CHAOS_CLIENTS] = {0};
+        long long start, next_kill;
+        pid_t workers[16];
+        unsigned kills = 0, n;
+
+        harness_start(&sched, &options);
+        for (int i = 0; i < SCHED_CHAOS_CLIENTS; i++)
+                typists[i].fd = sched_connect();
+        srandom(7);
+        start = sched_now_ms();
+        next_kill = start + 200;
+        for (long long step = 0; sched_now_ms() - start < 10000; step++) {
+                for (int i = 0; i < SCHED_CHAOS_CLIENTS; i++) {
+                        struct sched_typist *t = &typists[i];
+                        size_t len = strlen(words[i]);
+                        char text[64];
+
+                        snprintf(text, sizeof(text), "%.*s", (int)(1 + step % len), words[i]);
+                        sched_send(t->fd, text, ++t->sent);
+                        sched_typist_read(t, 0);
+                }
+                if (sched_now_ms() >= next_kill) {
+                        n = sched_children(sched.daemon_pid, workers, 16);
+                        if (n > 0 && kill(workers[random() % n], SIGKILL) == 0)
+                                kills++;
+                        next_kill += 200;
+                }
+                sched_sleep_ms(30);
+        }
+        ck_assert_uint_ge(kills, 20);
+
+        /* The last keystroke is the whole word, whose results must contain it. */
+        for (int i = 0; i < SCHED_CHAOS_CLIENTS; i++) {
+                struct sched_typist *t = &typists[i];
+
+                sched_send(t->fd, words[i], ++t->sent);
+        }
+        for (int i = 0; i < SCHED_CHAOS_CLIENTS; i++) {
+                struct sched_typist *t = &typists[i];
+
+                for (int waited = 0; t->received < t->sent && waited < 20000; waited += 100)
+                        sched_typist_read(t, 100);
+                if (t->received != t->sent)
+                        harness_dump_log(&sched, "incsearchd.log");
+                ck_assert_msg(t->received == t->sent, "'%s': last seq %lld unanswered (got %lld)",
+                              words[i], t->sent, t->received);
+                ck_assert_msg(strcmp(sched_string(t->last, "type"), "results") == 0,
+                              "'%s': last reply %s", words[i], json_object_to_json_string(t->last));
+                json_object_put(t->last);
+                close(t->fd);
+        }
+        ck_assert_int_eq(harness_api_stat(&sched, "violations"), 0);
+        for (int waited = 0; waited < 15000; waited += 100) {
+                if (sched_children(sched.daemon_pid, workers, 16) == SCHED_CHAOS_WORKERS)
+                        break;
+                sched_sleep_ms(100);
+        }
+        ck_assert_uint_eq(sched_children(sched.daemon_pid, workers, 16), SCHED_CHAOS_WORKERS);
+}
+END_TEST
+
+Suite *sched_suite(void)
+{
+        Suite *s = suite_create("sched");
+        TCase *tc = tcase_create("scheduling");
+        TCase *chaos = tcase_create("chaos");
+
+        tcase_add_checked_fixture(tc, NULL, sched_teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, sched_sequential_calls_one_connection);
+        tcase_add_test(tc, sched_cache_hit_normalized);
+        tcase_add_test(tc, sched_cache_ttl_expires);
+        tcase_add_test(tc, sched_equal_queries_coalesced);
+        tcase_add_test(tc, sched_coalesced_leader_leaves);
+        tcase_add_test(tc, sched_retry_after_pauses_all);
+        tcase_add_test(tc, sched_retry_after_forms);
+        tcase_add_test(tc, sched_max_wait_rejected);
+        tcase_add_test(tc, sched_ratelimit_reset_pauses);
+        tcase_add_test(tc, sched_5xx_retried);
+        suite_add_tcase(s, tc);
+
+        tcase_add_checked_fixture(chaos, NULL, sched_teardown);
+        tcase_set_timeout(chaos, 90);
+        tcase_add_test(chaos, sched_chaos_kill_workers);
+        suite_add_tcase(s, chaos);
+        return s;
+}
