@@ -2,7 +2,7 @@
 # Debian packages first (as root), then build into build/.
 
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
-	   libssl-dev check iso-codes
+	   libssl-dev check iso-codes faketime
 
 CC ?= cc
 CFLAGS ?= -O2 -g

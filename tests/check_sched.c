@@ -364,23 +364,6 @@ START_TEST(sched_5xx_retried)
 }
 END_TEST
 
-/* Returns the pids of PARENT's children, from /proc. */
-static unsigned sched_children(pid_t parent, pid_t *pids, unsigned max)
-{
-        char path[64];
-        unsigned n = 0;
-        FILE *f;
-        int pid;
-
-        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
-        f = fopen(path, "r");
-        ck_assert_ptr_nonnull(f);
-        while (n < max && fscanf(f, "%d", &pid) == 1)
-                pids[n++] = pid;
-        fclose(f);
-        return n;
-}
-
 enum { SCHED_CHAOS_CLIENTS = 8, SCHED_CHAOS_WORKERS = 4 };
 
 struct sched_typist {
@@ -404,6 +387,101 @@ static void sched_typist_read(struct sched_typist *t, int timeout_ms)
                 t->last = obj;
                 timeout_ms = 0;
         }
+}
+
+#define SCHED_FAKETIME_LIB "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+static void sched_write_file(const char *path, const char *text)
+{
+        FILE *f = fopen(path, "w");
+
+        ck_assert_ptr_nonnull(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/*
+ * Steps incsearchd's wall clock back an hour and then forward an hour with libfaketime while
+ * clients type against a tight limit. CLOCK_MONOTONIC stays real, as it does when NTP steps
+ * the clock, so the bucket must not notice: no call beyond the demo API's limit, every last
+ * query answered, and no more calls than burst + rate * T.
+ */
+START_TEST(sched_wall_clock_steps_ignored)
+{
+        char offset_path[128], preload[160], offset_env[192];
+        const char *env[] = {preload, offset_env, "FAKETIME_NO_CACHE=1",
+                             "FAKETIME_DONT_FAKE_MONOTONIC=1", NULL};
+        struct harness_options options = {.api_rate = "3",
+                                          .api_burst = "2",
+                                          .rate = "2.5",
+                                          .burst = "2",
+                                          .daemon_env = env,
+                                          .extra_sections = "[cache]\nmax_bytes = 0\n"};
+        static const char *const words[] = {"switzerland", "germany", "norway"};
+        struct sched_typist typists[3] = {0};
+        long long start, elapsed_ms, requests;
+
+        ck_assert_msg(access(SCHED_FAKETIME_LIB, R_OK) == 0,
+                      "%s is missing; install the Debian package faketime", SCHED_FAKETIME_LIB);
+        snprintf(offset_path, sizeof(offset_path), "/tmp/incsearchd-faketime-%d", (int)getpid());
+        snprintf(preload, sizeof(preload), "LD_PRELOAD=%s", SCHED_FAKETIME_LIB);
+        snprintf(offset_env, sizeof(offset_env), "FAKETIME_TIMESTAMP_FILE=%s", offset_path);
+        sched_write_file(offset_path, "+0\n");
+
+        harness_start(&sched, &options);
+        for (int i = 0; i < 3; i++)
+                typists[i].fd = sched_connect();
+        start = sched_now_ms();
+        for (long long step = 0; sched_now_ms() - start < 4500; step++) {
+                elapsed_ms = sched_now_ms() - start;
+                if (step == 50)
+                        sched_write_file(offset_path, "-3600\n");
+                if (step == 100)
+                        sched_write_file(offset_path, "+3600\n");
+                for (int i = 0; i < 3; i++) {
+                        char text[64];
+
+                        snprintf(text, sizeof(text), "%.*s",
+                                 (int)(1 + (size_t)step % strlen(words[i])), words[i]);
+                        sched_send(typists[i].fd, text, ++typists[i].sent);
+                        sched_typist_read(&typists[i], 0);
+                }
+                sched_sleep_ms(30);
+        }
+        for (int i = 0; i < 3; i++) {
+                struct sched_typist *t = &typists[i];
+
+                for (int waited = 0; t->received < t->sent && waited < 15000; waited += 100)
+                        sched_typist_read(t, 100);
+                ck_assert_msg(t->received == t->sent, "'%s': last seq %lld unanswered (got %lld)",
+                              words[i], t->sent, t->received);
+                json_object_put(t->last);
+                close(t->fd);
+        }
+        elapsed_ms = sched_now_ms() - start;
+        requests = harness_api_stat(&sched, "requests");
+        unlink(offset_path);
+        ck_assert_int_eq(harness_api_stat(&sched, "violations"), 0);
+        ck_assert_msg(requests * 1000 <= 2 * 1000 + 2500 * elapsed_ms / 1000 + 1000,
+                      "%lld calls in %lld ms", requests, elapsed_ms);
+}
+END_TEST
+
+/* Returns the pids of PARENT's children, from /proc. */
+static unsigned sched_children(pid_t parent, pid_t *pids, unsigned max)
+{
+        char path[64];
+        unsigned n = 0;
+        FILE *f;
+        int pid;
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (n < max && fscanf(f, "%d", &pid) == 1)
+                pids[n++] = pid;
+        fclose(f);
+        return n;
 }
 
 /*
@@ -500,6 +578,7 @@ Suite *sched_suite(void)
         tcase_add_test(tc, sched_max_wait_rejected);
         tcase_add_test(tc, sched_ratelimit_reset_pauses);
         tcase_add_test(tc, sched_5xx_retried);
+        tcase_add_test(tc, sched_wall_clock_steps_ignored);
         suite_add_tcase(s, tc);
 
         tcase_add_checked_fixture(chaos, NULL, sched_teardown);

@@ -40,6 +40,12 @@ int harness_free_port(void)
 
 pid_t harness_spawn(const char *program, char *const argv[], const char *log_path)
 {
+        return harness_spawn_env(program, argv, log_path, NULL);
+}
+
+pid_t harness_spawn_env(const char *program, char *const argv[], const char *log_path,
+                        const char *const *env)
+{
         char path[512];
         pid_t parent = getpid();
         pid_t pid;
@@ -58,6 +64,8 @@ pid_t harness_spawn(const char *program, char *const argv[], const char *log_pat
                         dup2(fd, STDERR_FILENO);
                         close(fd);
                 }
+                for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+                        putenv((char *)env[i]);
                 execv(path, argv);
                 fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
                 _exit(127);
@@ -220,7 +228,8 @@ void harness_start(struct harness *h, const struct harness_options *o)
                 h->port = harness_free_port();
                 harness_write_conf(h, o);
                 char *daemon_argv[] = {"incsearchd", "-c", h->conf_path, NULL};
-                h->daemon_pid = harness_spawn("incsearchd", daemon_argv, daemon_log);
+                h->daemon_pid =
+                    harness_spawn_env("incsearchd", daemon_argv, daemon_log, o->daemon_env);
                 if (harness_wait_port(h->port, 5000) < 0) {
                         harness_stop(h->daemon_pid);
                         h->daemon_pid = 0;
