@@ -369,6 +369,7 @@ enum { SCHED_CHAOS_CLIENTS = 8, SCHED_CHAOS_WORKERS = 4 };
 struct sched_typist {
         int fd;
         long long sent, received;
+        long long replies; /* results and errors received */
         json_object *last;
 };
 
@@ -383,6 +384,7 @@ static void sched_typist_read(struct sched_typist *t, int timeout_ms)
                 ck_assert_msg(seq > t->received, "result for seq %lld after seq %lld", seq,
                               t->received);
                 t->received = seq;
+                t->replies++;
                 json_object_put(t->last);
                 t->last = obj;
                 timeout_ms = 0;
@@ -560,10 +562,99 @@ START_TEST(sched_chaos_kill_workers)
 }
 END_TEST
 
+enum { SCHED_TRACE_CLIENTS = 20 };
+
+/*
+ * A recorded typing trace: client i types sched_trace_words[i % 8] one key every 40 ms, the
+ * clients starting 15 ms apart, so that popular words are typed by several clients at once
+ * and again a moment later, as on a real search page.
+ */
+static const char *const sched_trace_words[] = {"switzerland", "germany", "norway", "japan",
+                                                "brazil",      "canada",  "sweden", "spain"};
+
+/*
+ * Plays the trace against a fresh incsearchd with CACHE_SECTION. Returns the API calls and
+ * stores in *DELIVERED the replies the clients received.
+ */
+static long long sched_play_trace(const char *cache_section, long long *delivered)
+{
+        struct harness_options options = {.api_rate = "200",
+                                          .api_burst = "50",
+                                          .rate = "150",
+                                          .burst = "40",
+                                          .extra_sections = cache_section};
+        struct sched_typist typists[SCHED_TRACE_CLIENTS] = {0};
+        long long start, calls;
+        size_t done = 0;
+
+        harness_start(&sched, &options);
+        for (int i = 0; i < SCHED_TRACE_CLIENTS; i++)
+                typists[i].fd = sched_connect();
+        start = sched_now_ms();
+        while (done < SCHED_TRACE_CLIENTS) {
+                long long now = sched_now_ms() - start;
+
+                done = 0;
+                for (int i = 0; i < SCHED_TRACE_CLIENTS; i++) {
+                        struct sched_typist *t = &typists[i];
+                        const char *word = sched_trace_words[i % 8];
+                        long long keys = (now - 15 * i) / 40 + 1;
+                        char text[64];
+
+                        if (t->sent >= (long long)strlen(word)) {
+                                done++;
+                        } else if (keys > t->sent) {
+                                snprintf(text, sizeof(text), "%.*s", (int)(t->sent + 1), word);
+                                sched_send(t->fd, text, ++t->sent);
+                        }
+                        sched_typist_read(t, 0);
+                }
+                sched_sleep_ms(5);
+        }
+        *delivered = 0;
+        for (int i = 0; i < SCHED_TRACE_CLIENTS; i++) {
+                struct sched_typist *t = &typists[i];
+
+                for (int waited = 0; t->received < t->sent && waited < 10000; waited += 100)
+                        sched_typist_read(t, 100);
+                ck_assert_msg(t->received == t->sent, "client %d: last seq %lld unanswered", i,
+                              t->sent);
+                *delivered += t->replies;
+                json_object_put(t->last);
+                close(t->fd);
+        }
+        calls = harness_api_stat(&sched, "requests");
+        ck_assert_int_eq(harness_api_stat(&sched, "violations"), 0);
+        harness_stop_all(&sched);
+        return calls;
+}
+
+/* The trace with and without the cache; `make bench` prints the numbers. */
+START_TEST(sched_trace_cache_saves_calls)
+{
+        long long without, with, delivered_without, delivered_with;
+        size_t keys = 0;
+
+        for (int i = 0; i < SCHED_TRACE_CLIENTS; i++)
+                keys += strlen(sched_trace_words[i % 8]);
+        without = sched_play_trace("[cache]\nmax_bytes = 0\n", &delivered_without);
+        with = sched_play_trace("", &delivered_with);
+        printf("typing trace, %d clients, %zu keystrokes:\n"
+               "  without the cache: %lld API calls, %lld replies, %.2f calls per reply\n"
+               "  with the cache and coalescing: %lld API calls, %lld replies, %.2f calls per "
+               "reply\n",
+               SCHED_TRACE_CLIENTS, keys, without, delivered_without,
+               (double)without / (double)delivered_without, with, delivered_with,
+               (double)with / (double)delivered_with);
+        ck_assert_int_lt(with, without);
+}
+END_TEST
+
 Suite *sched_suite(void)
 {
         Suite *s = suite_create("sched");
         TCase *tc = tcase_create("scheduling");
+        TCase *trace = tcase_create("trace");
         TCase *chaos = tcase_create("chaos");
 
         tcase_add_checked_fixture(tc, NULL, sched_teardown);
@@ -580,6 +671,11 @@ Suite *sched_suite(void)
         tcase_add_test(tc, sched_5xx_retried);
         tcase_add_test(tc, sched_wall_clock_steps_ignored);
         suite_add_tcase(s, tc);
+
+        tcase_add_checked_fixture(trace, NULL, sched_teardown);
+        tcase_set_timeout(trace, 90);
+        tcase_add_test(trace, sched_trace_cache_saves_calls);
+        suite_add_tcase(s, trace);
 
         tcase_add_checked_fixture(chaos, NULL, sched_teardown);
         tcase_set_timeout(chaos, 90);
