@@ -90,7 +90,7 @@ struct shm_header {
         _Atomic int32_t lock_owner; /* pid holding lock, 0 when free */
         uint64_t max_wait_ns;       /* a query pending longer gets upstream_rejected */
 
-        /* The bucket; while the API asks for a pause, bucket.last_refill_ns is its end. */
+        /* During a pause that the API requested, bucket.last_refill_ns is the pause's end. */
         struct bucket bucket;
         uint32_t fifo_head;  /* index into fifo of the oldest entry */
         uint32_t fifo_count; /* entries in fifo, at most slot_count */

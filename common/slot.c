@@ -161,6 +161,9 @@ enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct 
 
         if (s->generation != job->generation || s->state != SLOT_INFLIGHT || s->seq != job->seq)
                 return SLOT_TAKE_STALE;
+        if (shm->header->max_wait_ns > 0 &&
+            now_ns - job->pending_since_ns >= shm->header->max_wait_ns)
+                return SLOT_TAKE_EXPIRED;
         if (bucket_take(&shm->header->bucket, now_ns, wait_ns) < 0)
                 return SLOT_TAKE_NO_TOKEN;
         return SLOT_TAKE_OK;

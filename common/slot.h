@@ -72,9 +72,10 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
                                 uint64_t *wait_ns);
 
 /*
- * Spends a token on calling the API again for JOB, which the caller holds in flight, if it is
- * still its slot's latest query. Returns SLOT_TAKE_OK, SLOT_TAKE_STALE, or SLOT_TAKE_NO_TOKEN
- * with *WAIT_NS.
+ * Spends a token on calling the API again for JOB, which the caller has in flight, if it is
+ * still its slot's latest query. Returns SLOT_TAKE_OK, SLOT_TAKE_STALE, SLOT_TAKE_EXPIRED
+ * without a token once it has been pending for max_wait_ns, or SLOT_TAKE_NO_TOKEN with
+ * *WAIT_NS.
  */
 enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct slot_job *job,
                                  uint64_t *wait_ns);

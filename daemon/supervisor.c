@@ -240,8 +240,11 @@ void supervisor_wake(void)
          * interleaves with this byte.
          */
         for (unsigned i = 0; i < d->conf.workers; i++) {
-                if (d->workers[i].fd >= 0 && d->workers[i].pid > 0)
-                        (void)send(d->workers[i].fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                /* Without its bufferevent, the worker's socket is closed and its number may
+                 * belong to a client by now. */
+                if (d->workers[i].bev != NULL)
+                        (void)send(bufferevent_getfd(d->workers[i].bev), &wake, 1,
+                                   MSG_DONTWAIT | MSG_NOSIGNAL);
         }
 }
 

@@ -565,9 +565,9 @@ END_TEST
 enum { SCHED_TRACE_CLIENTS = 20 };
 
 /*
- * A recorded typing trace: client i types sched_trace_words[i % 8] one key every 40 ms, the
- * clients starting 15 ms apart, so that popular words are typed by several clients at once
- * and again a moment later, as on a real search page.
+ * A recorded typing trace: client i types sched_trace_words[i % 8] one key every 40 ms, and
+ * the clients start 15 ms apart. Popular words are thus typed by several clients at once and
+ * again a moment later, as on a real search page.
  */
 static const char *const sched_trace_words[] = {"switzerland", "germany", "norway", "japan",
                                                 "brazil",      "canada",  "sweden", "spain"};

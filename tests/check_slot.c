@@ -237,6 +237,9 @@ START_TEST(slot_retry_only_latest)
         slot_submit_text(4, 1, "a", 100);
         ck_assert_int_eq(slot_take(&slot_shm, 200, &job, &wait), SLOT_TAKE_OK);
         ck_assert_int_eq(slot_retry(&slot_shm, 300, &job, &wait), SLOT_TAKE_OK);
+        slot_shm.header->max_wait_ns = 1000;
+        ck_assert_int_eq(slot_retry(&slot_shm, 1100, &job, &wait), SLOT_TAKE_EXPIRED);
+        slot_shm.header->max_wait_ns = 0;
         slot_submit_text(4, 2, "ab", 400);
         ck_assert_int_eq(slot_retry(&slot_shm, 500, &job, &wait), SLOT_TAKE_STALE);
         slot_close(&slot_shm, 4);

@@ -24,7 +24,7 @@ struct api_call {
         unsigned attempts;    /* calls made for this job, retries included */
         uint64_t retry_at_ns; /* CLOCK_MONOTONIC time of the next attempt, 0 when none is due */
         uint64_t started_ns;  /* CLOCK_MONOTONIC time the current attempt started */
-        int busy;             /* holds a job */
+        int busy;             /* a job is assigned */
         int running;          /* added to the multi handle */
         char *url;            /* buffer for the URL with the query filled in */
         size_t url_cap;
@@ -41,7 +41,7 @@ struct api {
         struct api_call calls[SHM_MAX_INFLIGHT]; /* the first conf->max_inflight are used */
 };
 
-/* What the worker does with a finished call. */
+/* The worker's next step for a finished call. */
 enum api_action {
         API_DELIVER,  /* send the reply: results, or an error that a retry cannot fix */
         API_RETRY,    /* timeout, connection error or 5xx: retry after a backoff */

@@ -3,7 +3,7 @@
  * shared memory, calls the API for up to max_inflight of them at once and sends each reply to
  * the daemon. The daemon starts it with the socket to itself as a file descriptor. The daemon
  * writes a byte to that socket whenever a query is queued, so one poll over it and curl's
- * sockets covers everything a worker waits for; the poll's timeout is the earliest of curl's
+ * sockets covers everything a worker waits for. The poll's timeout is the earliest of curl's
  * timers, the next token, the next retry and the end of a pause.
  */
 #include <errno.h>
@@ -138,7 +138,7 @@ static void worker_reply_expired(struct worker_state *w, struct api_call *call)
         worker_reply(w, call, IPC_STATUS_REJECTED, REPLY_UPSTREAM_REJECTED, message, NULL);
 }
 
-/* Starts an attempt for CALL, which holds a job and the token for it. */
+/* Starts an attempt for CALL, whose job already has its token. */
 static void worker_start(struct worker_state *w, struct api_call *call)
 {
         struct api_outcome outcome;
@@ -213,10 +213,6 @@ static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
                         worker_lower_wait(wait_ns, call->retry_at_ns - now);
                         continue;
                 }
-                if (now - call->job.pending_since_ns >= w->shm.header->max_wait_ns) {
-                        worker_reply_expired(w, call);
-                        continue;
-                }
                 shm_lock(&w->shm);
                 r = slot_retry(&w->shm, now, &call->job, &token_wait);
                 shm_unlock(&w->shm);
@@ -225,6 +221,8 @@ static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
                                   ": retry dropped, a newer query replaced it",
                                   call->job.slot, call->job.seq);
                         worker_release(w, call);
+                } else if (r == SLOT_TAKE_EXPIRED) {
+                        worker_reply_expired(w, call);
                 } else if (r == SLOT_TAKE_NO_TOKEN) {
                         call->retry_at_ns =
                             now + token_wait + (uint64_t)random() % WORKER_JITTER_NS;
