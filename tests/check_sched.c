@@ -469,23 +469,6 @@ START_TEST(sched_wall_clock_steps_ignored)
 }
 END_TEST
 
-/* Returns the pids of PARENT's children, from /proc. */
-static unsigned sched_children(pid_t parent, pid_t *pids, unsigned max)
-{
-        char path[64];
-        unsigned n = 0;
-        FILE *f;
-        int pid;
-
-        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
-        f = fopen(path, "r");
-        ck_assert_ptr_nonnull(f);
-        while (n < max && fscanf(f, "%d", &pid) == 1)
-                pids[n++] = pid;
-        fclose(f);
-        return n;
-}
-
 /*
  * Clients type nonstop while a worker is killed with SIGKILL every 200 ms for 10 s. Every
  * client's last query must be answered with results, no result may follow a newer one, the
@@ -523,7 +506,7 @@ START_TEST(sched_chaos_kill_workers)
                         sched_typist_read(t, 0);
                 }
                 if (sched_now_ms() >= next_kill) {
-                        n = sched_children(sched.daemon_pid, workers, 16);
+                        n = harness_children(sched.daemon_pid, workers, 16);
                         if (n > 0 && kill(workers[random() % n], SIGKILL) == 0)
                                 kills++;
                         next_kill += 200;
@@ -554,11 +537,11 @@ START_TEST(sched_chaos_kill_workers)
         }
         ck_assert_int_eq(harness_api_stat(&sched, "violations"), 0);
         for (int waited = 0; waited < 15000; waited += 100) {
-                if (sched_children(sched.daemon_pid, workers, 16) == SCHED_CHAOS_WORKERS)
+                if (harness_children(sched.daemon_pid, workers, 16) == SCHED_CHAOS_WORKERS)
                         break;
                 sched_sleep_ms(100);
         }
-        ck_assert_uint_eq(sched_children(sched.daemon_pid, workers, 16), SCHED_CHAOS_WORKERS);
+        ck_assert_uint_eq(harness_children(sched.daemon_pid, workers, 16), SCHED_CHAOS_WORKERS);
 }
 END_TEST
 

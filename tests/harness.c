@@ -284,3 +284,19 @@ long long harness_api_stat(const struct harness *h, const char *name)
         json_object_put(stats);
         return n;
 }
+
+unsigned harness_children(pid_t parent, pid_t *pids, unsigned max)
+{
+        char path[64];
+        unsigned n = 0;
+        FILE *f;
+        int pid;
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (n < max && fscanf(f, "%d", &pid) == 1)
+                pids[n++] = pid;
+        fclose(f);
+        return n;
+}

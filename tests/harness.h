@@ -67,6 +67,9 @@ void harness_stop_all(struct harness *h);
 /* Reads a number from the demo API's /stats. */
 long long harness_api_stat(const struct harness *h, const char *name);
 
+/* Stores up to MAX pids of PARENT's children, from /proc, and returns how many there are. */
+unsigned harness_children(pid_t parent, pid_t *pids, unsigned max);
+
 /* Prints a log file to stderr, for a failing test. */
 void harness_dump_log(const struct harness *h, const char *name);
 
