@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -469,6 +470,64 @@ START_TEST(sched_wall_clock_steps_ignored)
 }
 END_TEST
 
+/* Returns 1 while PID exists and is not a zombie. */
+static int sched_alive(pid_t pid)
+{
+        char path[64], state = 'X';
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        f = fopen(path, "r");
+        if (f == NULL)
+                return 0;
+        if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+                state = 'X';
+        fclose(f);
+        return state != 'Z' && state != 'X';
+}
+
+/*
+ * A daemon killed with SIGKILL takes its workers with it, and the next incsearchd with the
+ * same shm_name replaces the segment the dead one left behind.
+ */
+START_TEST(sched_daemon_death_stops_workers)
+{
+        char daemon_log[160], shm_path[128];
+        char *daemon_argv[] = {"incsearchd", "-c", sched.conf_path, NULL};
+        pid_t workers[16];
+        json_object *reply;
+        unsigned n;
+        int status, fd;
+
+        harness_start(&sched, NULL);
+        for (int waited = 0; harness_children(sched.daemon_pid, workers, 16) < 2 && waited < 3000;
+             waited += 50)
+                sched_sleep_ms(50);
+        n = harness_children(sched.daemon_pid, workers, 16);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_int_eq(kill(sched.daemon_pid, SIGKILL), 0);
+        ck_assert_int_eq(waitpid(sched.daemon_pid, &status, 0), sched.daemon_pid);
+        sched.daemon_pid = 0;
+        for (unsigned i = 0; i < n; i++) {
+                for (int waited = 0; sched_alive(workers[i]) && waited < 5000; waited += 50)
+                        sched_sleep_ms(50);
+                ck_assert_msg(!sched_alive(workers[i]), "worker %d outlived the daemon",
+                              (int)workers[i]);
+        }
+
+        snprintf(shm_path, sizeof(shm_path), "/dev/shm%s", sched.shm_name);
+        ck_assert_msg(access(shm_path, F_OK) == 0, "%s is gone; nothing stale to replace",
+                      shm_path);
+        snprintf(daemon_log, sizeof(daemon_log), "%s/incsearchd.log", sched.dir);
+        sched.daemon_pid = harness_spawn("incsearchd", daemon_argv, daemon_log);
+        ck_assert_int_eq(harness_wait_port(sched.port, 5000), 0);
+        fd = sched_connect();
+        reply = sched_results(fd, "peru", 1, 5000);
+        json_object_put(reply);
+        close(fd);
+}
+END_TEST
+
 /*
  * Clients type nonstop while a worker is killed with SIGKILL every 200 ms for 10 s. Every
  * client's last query must be answered with results, no result may follow a newer one, the
@@ -653,6 +712,7 @@ Suite *sched_suite(void)
         tcase_add_test(tc, sched_ratelimit_reset_pauses);
         tcase_add_test(tc, sched_5xx_retried);
         tcase_add_test(tc, sched_wall_clock_steps_ignored);
+        tcase_add_test(tc, sched_daemon_death_stops_workers);
         suite_add_tcase(s, tc);
 
         tcase_add_checked_fixture(trace, NULL, sched_teardown);
