@@ -4,7 +4,7 @@
 # clang and libclang-rt-14-dev build the libFuzzer targets; python3-websockets is the
 # independent client of the interoperability test.
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
-	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium
+	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium faketime
 
 # The browser test drives this Chromium with playwright-core from tests/browser/node_modules.
 CHROMIUM = /usr/bin/chromium
@@ -40,7 +40,7 @@ COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot
 	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
-	 $(B)/daemon/shutdown.o $(B)/daemon/page.o
+	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/page.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadgen/responder.o \
@@ -48,13 +48,14 @@ LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadg
 	  $(B)/loadgen/typing.o
 TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.o \
 	$(B)/tests/check_slot.o $(B)/tests/check_ws.o $(B)/tests/check_api.o \
-	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/wsclient.o \
-	$(B)/tests/harness.o $(B)/tests/check_http.o $(B)/tests/check_limit.o \
-	$(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o
+	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/check_sched.o \
+	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
+	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test browser-test fuzz fuzz-build bench install clean format
+.PHONY: all deps run check test browser-test fuzz fuzz-build bench bench-cache install clean \
+	format
 
 all: $(PROGRAMS)
 
@@ -164,10 +165,17 @@ browser-test: $(PROGRAMS)
 		INCSEARCHD_BUILD=$(abspath $(B)) CHROMIUM=$(CHROMIUM) node --test page.test.js; \
 	fi
 
-# Runs every scenario against instances it starts on loopback and writes BENCHMARKS.md.
+# Runs every scenario against instances it starts on loopback and writes BENCHMARKS.md, then
+# the cache trace.
 bench: deps
-	@$(MAKE) --no-print-directory all $(B)/incsearch-loadgen
+	@$(MAKE) --no-print-directory all $(B)/incsearch-loadgen $(B)/check_incsearchd
 	loadgen/bench.sh $(B)
+	@$(MAKE) --no-print-directory bench-cache
+
+# Plays a recorded typing trace of 20 clients with and without the cache and prints the API
+# calls per reply; it takes about 10 seconds.
+bench-cache: $(PROGRAMS) $(B)/check_incsearchd
+	INCSEARCHD_BUILD=$(abspath $(B)) CK_RUN_SUITE=sched CK_RUN_CASE=trace $(B)/check_incsearchd
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)/lib/systemd/system

@@ -57,6 +57,18 @@ int bucket_take(struct bucket *b, uint64_t now_ns, uint64_t *wait_ns)
                 uint64_t since = now_ns - b->last_refill_ns;
 
                 *wait_ns = *wait_ns > since ? *wait_ns - since : 1;
+        } else {
+                /* A pause: the refill starts only at last_refill_ns. */
+                *wait_ns += b->last_refill_ns - now_ns;
         }
         return -1;
+}
+
+int bucket_pause(struct bucket *b, uint64_t until_ns)
+{
+        b->tokens = 0;
+        if (until_ns <= b->last_refill_ns)
+                return 0;
+        b->last_refill_ns = until_ns;
+        return 1;
 }

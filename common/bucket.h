@@ -30,4 +30,10 @@ void bucket_refill(struct bucket *b, uint64_t now_ns);
  */
 int bucket_take(struct bucket *b, uint64_t now_ns, uint64_t *wait_ns);
 
+/*
+ * Empties the bucket and stops the refill until UNTIL_NS, for an API that asked for a pause.
+ * A pause never ends earlier than one already in force. Returns 1 if it extended the pause.
+ */
+int bucket_pause(struct bucket *b, uint64_t until_ns);
+
 #endif

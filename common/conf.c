@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm.h"
 #include "version.h"
 
 enum conf_section {
@@ -16,6 +17,7 @@ enum conf_section {
         CONF_SECTION_SERVER,
         CONF_SECTION_API,
         CONF_SECTION_WORKERS,
+        CONF_SECTION_CACHE,
 };
 
 enum conf_type {
@@ -78,12 +80,20 @@ static const struct conf_key conf_keys[] = {
     {CONF_SECTION_API, "header", CONF_TYPE_HEADER, CONF_FIELD(headers), 0, 0, 0, 1},
     {CONF_SECTION_API, "rate", CONF_TYPE_RATE, CONF_FIELD(rate_milli), 0, 0, 1, 0},
     {CONF_SECTION_API, "burst", CONF_TYPE_UINT, CONF_FIELD(burst), 1, CONF_MAX_BURST, 1, 0},
+    {CONF_SECTION_API, "max_wait_ms", CONF_TYPE_UINT, CONF_FIELD(max_wait_ms), 1, 3600000, 0, 0},
+    {CONF_SECTION_API, "retry_base_ms", CONF_TYPE_UINT, CONF_FIELD(retry_base_ms), 1, 60000, 0, 0},
+    {CONF_SECTION_API, "retry_max_ms", CONF_TYPE_UINT, CONF_FIELD(retry_max_ms), 1, 600000, 0, 0},
     {CONF_SECTION_WORKERS, "workers", CONF_TYPE_UINT, CONF_FIELD(workers), 1, 64, 0, 0},
+    {CONF_SECTION_WORKERS, "max_inflight", CONF_TYPE_UINT, CONF_FIELD(max_inflight), 1,
+     SHM_MAX_INFLIGHT, 0, 0},
+    {CONF_SECTION_CACHE, "max_bytes", CONF_TYPE_UINT, CONF_FIELD(cache_max_bytes), 0, 1ULL << 40, 0,
+     0},
+    {CONF_SECTION_CACHE, "ttl_ms", CONF_TYPE_UINT, CONF_FIELD(cache_ttl_ms), 1, 86400000, 0, 0},
 };
 
 #define CONF_KEY_COUNT (sizeof(conf_keys) / sizeof(conf_keys[0]))
 
-static const char *const conf_section_names[] = {"", "server", "api", "workers"};
+static const char *const conf_section_names[] = {"", "server", "api", "workers", "cache"};
 
 struct conf_parser {
         struct conf *conf;
@@ -147,7 +157,13 @@ static void conf_defaults(struct conf *conf)
         conf->log_level = LOG_LEVEL_INFO;
         conf->api_timeout_ms = 2000;
         snprintf(conf->user_agent, sizeof(conf->user_agent), "incsearchd/%s", INCSEARCHD_VERSION);
+        conf->max_wait_ms = 10000;
+        conf->retry_base_ms = 100;
+        conf->retry_max_ms = 2000;
         conf->workers = 2;
+        conf->max_inflight = 4;
+        conf->cache_max_bytes = 4194304;
+        conf->cache_ttl_ms = 60000;
 }
 
 static char *conf_trim(char *s)
@@ -269,6 +285,8 @@ static void conf_set(struct conf_parser *p, const struct conf_key *key, const ch
                 }
                 if (key->size == sizeof(uint16_t))
                         *(uint16_t *)field = (uint16_t)n;
+                else if (key->size == sizeof(uint64_t))
+                        *(uint64_t *)field = n;
                 else
                         *(uint32_t *)field = (uint32_t)n;
                 return;
@@ -369,9 +387,10 @@ static void conf_parse_line(struct conf_parser *p, char *line, enum conf_section
                                 return;
                         }
                 }
-                conf_error(p, p->line,
-                           "unknown section [%s]: valid ones are [server], [api], [workers]",
-                           s + 1);
+                conf_error(
+                    p, p->line,
+                    "unknown section [%s]: valid ones are [server], [api], [workers], [cache]",
+                    s + 1);
                 return;
         }
 

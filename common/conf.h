@@ -44,11 +44,19 @@ struct conf {
         char user_agent[256];
         char headers[CONF_MAX_HEADERS][1024]; /* "Name: value" lines sent with every call */
         unsigned header_count;
-        uint64_t rate_milli; /* average API calls allowed, in thousandths of a call per second */
-        uint32_t burst;      /* calls that may go at once after an idle time */
+        uint64_t rate_milli;    /* average API calls allowed, in thousandths of a call per second */
+        uint32_t burst;         /* calls that may go at once after an idle time */
+        uint32_t max_wait_ms;   /* a query not answered within this gets upstream_rejected */
+        uint32_t retry_base_ms; /* first backoff after a timeout, connection error or 5xx */
+        uint32_t retry_max_ms;  /* cap of the doubling backoff, also for a 429 without a delay */
 
         /* [workers] */
         uint32_t workers;
+        uint32_t max_inflight; /* API calls one worker runs at once */
+
+        /* [cache] */
+        uint64_t cache_max_bytes; /* result cache size in bytes; 0 turns the cache off */
+        uint32_t cache_ttl_ms;    /* age after which a cached result is no longer used */
 };
 
 /*

@@ -21,11 +21,12 @@ static char *reply_serialize(json_object *obj, size_t *len)
         return copy;
 }
 
-char *reply_results(int64_t seq, const char *query, size_t query_len, const char *results,
-                    size_t results_len, size_t *len)
+static char *reply_results_flagged(int64_t seq, const char *query, size_t query_len,
+                                   const char *results, size_t results_len, int cached, size_t *len)
 {
         static const char middle[] = ",\"results\":";
-        static const char tail[] = ",\"cached\":false}";
+        const char *tail = cached ? ",\"cached\":true}" : ",\"cached\":false}";
+        size_t tail_len = strlen(tail);
         json_object *q = json_object_new_string_len(query, (int)query_len);
         const char *q_text;
         size_t q_len, head_len;
@@ -43,7 +44,7 @@ char *reply_results(int64_t seq, const char *query, size_t query_len, const char
                                     "{\"type\":\"results\",\"seq\":%lld,\"q\":", (long long)seq);
 
         /* The API's body is spliced in as received, so it is neither re-encoded nor grown. */
-        *len = head_len + q_len + (sizeof(middle) - 1) + results_len + (sizeof(tail) - 1);
+        *len = head_len + q_len + (sizeof(middle) - 1) + results_len + tail_len;
         out = malloc(*len + 1);
         if (out == NULL) {
                 json_object_put(q);
@@ -58,9 +59,21 @@ char *reply_results(int64_t seq, const char *query, size_t query_len, const char
         p += sizeof(middle) - 1;
         memcpy(p, results, results_len);
         p += results_len;
-        memcpy(p, tail, sizeof(tail));
+        memcpy(p, tail, tail_len + 1);
         json_object_put(q);
         return out;
+}
+
+char *reply_results(int64_t seq, const char *query, size_t query_len, const char *results,
+                    size_t results_len, size_t *len)
+{
+        return reply_results_flagged(seq, query, query_len, results, results_len, 0, len);
+}
+
+char *reply_cached_results(int64_t seq, const char *query, size_t query_len, const char *results,
+                           size_t results_len, size_t *len)
+{
+        return reply_results_flagged(seq, query, query_len, results, results_len, 1, len);
 }
 
 char *reply_error(int64_t seq, const char *query, size_t query_len, const char *code,

@@ -15,6 +15,9 @@
 #define REPLY_UPSTREAM_REJECTED "upstream_rejected"
 #define REPLY_OVERLOADED "overloaded"
 
+/* The deepest nesting accepted in an API body; a reply around it adds one level. */
+#define REPLY_MAX_DEPTH 64
+
 /*
  * Builds {"type":"results","seq":SEQ,"q":QUERY,"results":RESULTS,"cached":false}. RESULTS is
  * JSON text that the caller has validated, copied as it is (NULL means an empty array). Returns
@@ -22,6 +25,10 @@
  */
 char *reply_results(int64_t seq, const char *query, size_t query_len, const char *results,
                     size_t results_len, size_t *len);
+
+/* Like reply_results, for a result from the cache: "cached" is true. */
+char *reply_cached_results(int64_t seq, const char *query, size_t query_len, const char *results,
+                           size_t results_len, size_t *len);
 
 /*
  * Builds {"type":"error","seq":SEQ,"q":QUERY,"error":CODE,"message":MESSAGE}. A negative SEQ

@@ -95,7 +95,7 @@ int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t 
         h->slot_size = slot_size;
         h->total_size = size;
         h->created_ns = shm_now_ns();
-        if (sem_init(&h->lock, 1, 1) < 0 || sem_init(&h->work, 1, 0) < 0) {
+        if (sem_init(&h->lock, 1, 1) < 0) {
                 saved = errno;
                 munmap(base, size);
                 shm_unlink(name);
@@ -167,7 +167,6 @@ void shm_destroy(struct shm *shm, const char *name)
 {
         if (shm->header != NULL) {
                 sem_destroy(&shm->header->lock);
-                sem_destroy(&shm->header->work);
         }
         shm_detach(shm);
         shm_unlink(name);

@@ -21,8 +21,9 @@
 #include "bucket.h"
 
 #define SHM_MAGIC 0x31445349u /* "ISD1" in memory order */
-#define SHM_LAYOUT_VERSION 2
+#define SHM_LAYOUT_VERSION 3
 #define SHM_MAX_WORKERS 64
+#define SHM_MAX_INFLIGHT 16 /* API calls one worker may have in flight at once */
 
 enum slot_state {
         SLOT_FREE,     /* no connection */
@@ -41,13 +42,20 @@ struct slot {
         char query[];              /* max_query_bytes bytes, not NUL-terminated */
 };
 
-/* A worker's current API call, so that the supervisor can requeue the query if the worker dies. */
-struct shm_worker {
-        _Atomic int32_t pid;
-        uint32_t busy; /* 1 while calling the API for slot, generation, seq */
+/* One query a worker holds, so that the supervisor can requeue it if the worker dies. */
+struct shm_job {
+        uint32_t busy; /* 1 while calling the API, or waiting to retry, for slot, generation, seq */
         uint32_t slot;
         uint32_t generation;
+        uint32_t reserved;
         uint64_t seq;
+        uint64_t pending_since_ns; /* CLOCK_MONOTONIC time the query first became pending */
+};
+
+struct shm_worker {
+        _Atomic int32_t pid;
+        uint32_t reserved;
+        struct shm_job jobs[SHM_MAX_INFLIGHT];
 };
 
 /* Counters that any process increments without the lock; they only ever grow. */
@@ -60,6 +68,13 @@ struct shm_counters {
         _Atomic uint64_t stale_dropped; /* results for an older seq or a closed connection */
         _Atomic uint64_t requeued;      /* queries put back after their worker died */
         _Atomic uint64_t worker_restarts;
+        _Atomic uint64_t api_retries; /* calls repeated after a timeout, connection error or 5xx */
+        _Atomic uint64_t api_throttled; /* 429 and 503 answers, and zero X-RateLimit-Remaining */
+        _Atomic uint64_t pauses;        /* times the API's signals paused every worker */
+        _Atomic uint64_t throttle_requeued; /* queries put back on the FIFO after a 429 or 503 */
+        _Atomic uint64_t expired;           /* queries rejected because max_wait_ms passed */
+        _Atomic uint64_t cache_hits;        /* queries answered from the result cache */
+        _Atomic uint64_t coalesced;         /* queries that waited for an equal query's call */
 
         /* The front's limits: each counts the connections or messages it turned away. */
         _Atomic uint64_t rejected_max_connections; /* 503, max_connections reached */
@@ -90,8 +105,9 @@ struct shm_header {
 
         sem_t lock;
         _Atomic int32_t lock_owner; /* pid holding lock, 0 when free */
-        sem_t work;                 /* posted once per FIFO push; workers wait on it */
+        uint64_t max_wait_ns;       /* a query pending longer gets upstream_rejected */
 
+        /* During a pause that the API requested, bucket.last_refill_ns is the pause's end. */
         struct bucket bucket;
         uint32_t fifo_head;  /* index into fifo of the oldest entry */
         uint32_t fifo_count; /* entries in fifo, at most slot_count */
@@ -111,9 +127,9 @@ struct shm {
 
 /*
  * Creates the segment NAME, removing a stale one left by an earlier run, and initialises the
- * header, both semaphores, an empty bucket and SLOT_COUNT free slots. The bucket starts empty
- * so that a restart cannot send the API a second burst. Returns 0, or -1 with errno; EBUSY
- * means a running incsearchd (its pid in *OWNER) uses NAME.
+ * header, the lock, an empty bucket and SLOT_COUNT free slots. The bucket starts empty so that
+ * a restart cannot send the API a second burst. Returns 0, or -1 with errno; EBUSY means a
+ * running incsearchd (its pid in *OWNER) uses NAME.
  */
 int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t max_query_bytes,
                uint64_t rate_milli, uint32_t burst, pid_t *owner);

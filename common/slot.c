@@ -15,6 +15,16 @@ static void slot_fifo_push(struct shm *shm, uint32_t index)
         shm_slot(shm, index)->in_fifo = 1;
 }
 
+static void slot_fifo_push_front(struct shm *shm, uint32_t index)
+{
+        struct shm_header *h = shm->header;
+
+        h->fifo_head = (h->fifo_head + h->slot_count - 1) % h->slot_count;
+        shm->fifo[h->fifo_head] = index;
+        h->fifo_count++;
+        shm_slot(shm, index)->in_fifo = 1;
+}
+
 static void slot_fifo_pop(struct shm *shm)
 {
         struct shm_header *h = shm->header;
@@ -91,13 +101,18 @@ void slot_answered(struct shm *shm, uint32_t index, uint32_t generation, uint64_
 }
 
 int slot_requeue(struct shm *shm, uint32_t index, uint32_t generation, uint64_t seq,
-                 uint64_t now_ns)
+                 uint64_t pending_since_ns)
 {
         struct slot *s = shm_slot(shm, index);
 
         if (s->generation != generation || s->state != SLOT_INFLIGHT || s->seq != seq)
                 return 0;
-        return slot_make_pending(shm, s, index, now_ns);
+        s->state = SLOT_PENDING;
+        s->pending_since_ns = pending_since_ns;
+        if (s->in_fifo)
+                return 0;
+        slot_fifo_push_front(shm, index);
+        return 1;
 }
 
 enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_job *job,
@@ -106,6 +121,9 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
         struct shm_header *h = shm->header;
         struct slot *s;
         uint32_t index;
+
+        uint64_t expires_ns;
+        enum slot_take_result result = SLOT_TAKE_OK;
 
         for (;;) {
                 if (h->fifo_count == 0)
@@ -116,8 +134,14 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
                         break;
                 slot_fifo_pop(shm);
         }
-        if (bucket_take(&h->bucket, now_ns, wait_ns) < 0)
+        expires_ns = s->pending_since_ns + h->max_wait_ns;
+        if (h->max_wait_ns > 0 && now_ns >= expires_ns) {
+                result = SLOT_TAKE_EXPIRED;
+        } else if (bucket_take(&h->bucket, now_ns, wait_ns) < 0) {
+                if (h->max_wait_ns > 0 && expires_ns - now_ns < *wait_ns)
+                        *wait_ns = expires_ns - now_ns;
                 return SLOT_TAKE_NO_TOKEN;
+        }
 
         slot_fifo_pop(shm);
         s->state = SLOT_INFLIGHT;
@@ -127,5 +151,20 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
         job->pending_since_ns = s->pending_since_ns;
         job->query_len = s->query_len;
         memcpy(job->query, s->query, s->query_len);
+        return result;
+}
+
+enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct slot_job *job,
+                                 uint64_t *wait_ns)
+{
+        struct slot *s = shm_slot(shm, job->slot);
+
+        if (s->generation != job->generation || s->state != SLOT_INFLIGHT || s->seq != job->seq)
+                return SLOT_TAKE_STALE;
+        if (shm->header->max_wait_ns > 0 &&
+            now_ns - job->pending_since_ns >= shm->header->max_wait_ns)
+                return SLOT_TAKE_EXPIRED;
+        if (bucket_take(&shm->header->bucket, now_ns, wait_ns) < 0)
+                return SLOT_TAKE_NO_TOKEN;
         return SLOT_TAKE_OK;
 }

@@ -18,7 +18,7 @@ void slot_close(struct shm *shm, uint32_t index);
 /*
  * Stores query SEQ as the slot's latest, overwriting a pending one (latest wins). The slot
  * keeps its place in the FIFO if it already has one. Returns 1 when the slot was pushed onto
- * the FIFO, so the caller must post the work semaphore, and 0 otherwise. SUPERSEDED is set
+ * the FIFO, so the caller must wake the workers, and 0 otherwise. SUPERSEDED is set
  * when a pending query was overwritten.
  */
 int slot_submit(struct shm *shm, uint32_t index, uint64_t seq, const char *query, uint32_t len,
@@ -35,11 +35,13 @@ int slot_supersede(struct shm *shm, uint32_t index, uint64_t seq);
 void slot_answered(struct shm *shm, uint32_t index, uint32_t generation, uint64_t seq);
 
 /*
- * Puts slot INDEX back on the FIFO if SEQ is still its latest query and it is in flight,
- * after the worker calling the API for it died. Returns 1 if requeued (post the semaphore).
+ * Puts slot INDEX back at the head of the FIFO if SEQ is still its latest query and it is in
+ * flight, after the worker calling the API for it died or the API asked for a pause. It was
+ * taken from the head, so it keeps its turn and PENDING_SINCE_NS, the time it first became
+ * pending. Returns 1 if requeued, so the caller must wake the workers.
  */
 int slot_requeue(struct shm *shm, uint32_t index, uint32_t generation, uint64_t seq,
-                 uint64_t now_ns);
+                 uint64_t pending_since_ns);
 
 /* A query copied out of its slot by a worker. */
 struct slot_job {
@@ -55,14 +57,27 @@ enum slot_take_result {
         SLOT_TAKE_OK,       /* JOB is filled in and one token was spent */
         SLOT_TAKE_EMPTY,    /* no pending slot */
         SLOT_TAKE_NO_TOKEN, /* a slot is pending, but the next token is due in *wait_ns */
+        SLOT_TAKE_EXPIRED,  /* JOB is filled in, no token spent: it waited max_wait_ns already */
+        SLOT_TAKE_STALE,    /* slot_retry only: a newer query or a closed connection replaced it */
 };
 
 /*
  * Refills the bucket and, if a token is available, spends it on the oldest pending slot,
  * copies that query into JOB and marks the slot in flight. Entries of slots that were closed
- * or answered meanwhile are dropped from the head without spending a token.
+ * or answered meanwhile are dropped from the head without spending a token. A head that has
+ * been pending for the header's max_wait_ns is taken without a token, as SLOT_TAKE_EXPIRED.
+ * With SLOT_TAKE_NO_TOKEN, *WAIT_NS is the time until a token is due or the head expires.
  */
 enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_job *job,
                                 uint64_t *wait_ns);
+
+/*
+ * Spends a token on calling the API again for JOB, which the caller has in flight, if it is
+ * still its slot's latest query. Returns SLOT_TAKE_OK, SLOT_TAKE_STALE, SLOT_TAKE_EXPIRED
+ * without a token once it has been pending for max_wait_ns, or SLOT_TAKE_NO_TOKEN with
+ * *WAIT_NS.
+ */
+enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct slot_job *job,
+                                 uint64_t *wait_ns);
 
 #endif

@@ -13,6 +13,7 @@
 #include <event2/bufferevent.h>
 #include <json-c/json.h>
 
+#include "cache.h"
 #include "incsearchd.h"
 #include "log.h"
 #include "reply.h"
@@ -266,6 +267,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
 
         shm_count(&d->shm, queries);
         client->last_seq = seq;
+        cache_leave(client);
 
         if (len > d->conf.max_query_bytes) {
                 /* Echo only the allowed length, cut at a character boundary, so that a long
@@ -283,6 +285,8 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
                 client_answer_locally(client, seq, query, len, NULL, NULL);
                 return;
         }
+        if (cache_submit(client, seq, query, len))
+                return;
 
         daemon_lock();
         pushed = slot_submit(&d->shm, client->slot, (uint64_t)seq, query, (uint32_t)len,
@@ -291,7 +295,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
         if (superseded)
                 shm_count(&d->shm, superseded);
         if (pushed)
-                sem_post(&d->shm.header->work);
+                supervisor_wake();
         log_debug("client %llu slot %u: query seq %" PRId64 " (%zu bytes)%s",
                   (unsigned long long)client->id, client->slot, seq, len,
                   superseded ? ", superseding a pending one" : "");
@@ -479,6 +483,7 @@ void client_deliver(uint32_t slot, uint32_t generation, uint64_t seq, const char
         struct daemon *d = &daemon_state;
         struct client *client = d->clients[slot];
 
+        cache_result(slot, generation, seq, body, len);
         if (client == NULL || client->generation != generation ||
             client->state != CLIENT_WEBSOCKET) {
                 shm_count(&d->shm, stale_dropped);

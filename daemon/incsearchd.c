@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "cache.h"
 #include "incsearchd.h"
 #include "log.h"
 #include "version.h"
@@ -223,6 +224,8 @@ int main(int argc, char **argv)
         daemon_add_signal(SIGTERM);
         daemon_add_signal(SIGHUP);
         daemon_add_signal(SIGCHLD);
+        if (cache_init() < 0)
+                log_fatal("out of memory setting up the result cache");
         /* Listen first: a second instance on the same port must fail before it touches the
          * shared memory of the first. */
         if (server_listen() < 0)
@@ -235,6 +238,7 @@ int main(int argc, char **argv)
                                   d->conf.shm_name, (int)owner);
                 log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
         }
+        d->shm.header->max_wait_ns = (uint64_t)d->conf.max_wait_ms * 1000000ULL;
         supervisor_start();
         log_info("incsearchd %s started: %u workers, %u slots, API rate %llu.%03llu/s burst %u, "
                  "config %s",
@@ -246,6 +250,7 @@ int main(int argc, char **argv)
 
         supervisor_stop();
         server_stop_accepting();
+        cache_free();
         shm_destroy(&d->shm, d->conf.shm_name);
         log_info("stopped");
         return 0;

@@ -107,6 +107,9 @@ void supervisor_reap(void);
 void supervisor_stop(void);
 void daemon_lock(void);
 
+/* Tells every worker that a query was queued. */
+void supervisor_wake(void);
+
 /* page.S: the demo page, embedded at build time */
 extern const char page_index_html[], page_index_html_end[];
 extern const char page_client_js[], page_client_js_end[];

@@ -22,14 +22,17 @@ enum shutdown_phase {
 
 static enum shutdown_phase shutdown_phase;
 
-/* Returns the workers calling the API at the moment. */
+/* Returns the API calls that workers hold at the moment, running or waiting to retry. */
 static unsigned shutdown_busy_workers(void)
 {
         struct daemon *d = &daemon_state;
         unsigned busy = 0;
 
-        for (unsigned i = 0; i < d->conf.workers; i++)
-                busy += __atomic_load_n(&d->shm.header->workers[i].busy, __ATOMIC_RELAXED) != 0;
+        for (unsigned i = 0; i < d->conf.workers; i++) {
+                for (unsigned j = 0; j < SHM_MAX_INFLIGHT; j++)
+                        busy += __atomic_load_n(&d->shm.header->workers[i].jobs[j].busy,
+                                                __ATOMIC_RELAXED) != 0;
+        }
         return busy;
 }
 

@@ -106,14 +106,16 @@ static void supervisor_restart_cb(evutil_socket_t fd, short what, void *arg)
                 supervisor_spawn((unsigned)(uintptr_t)arg);
 }
 
-static void supervisor_exec_worker(unsigned index, int fd)
+static void supervisor_exec_worker(unsigned index, int fd, pid_t parent)
 {
         struct daemon *d = &daemon_state;
         char index_arg[16], fd_arg[16];
         sigset_t none;
 
-        /* The worker must not outlive the daemon. */
+        /* The worker must not outlive the daemon, which may have died before prctl. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+                _exit(0);
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
@@ -138,7 +140,7 @@ static void supervisor_spawn(unsigned index)
         struct timeval retry = {1, 0};
         struct ipc_header conf_header = {.magic = IPC_MAGIC, .type = IPC_CONF};
         int fds[2];
-        pid_t pid;
+        pid_t pid, parent;
 
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
                 log_error("worker %u: socketpair failed: %s; retrying in 1 s", index,
@@ -146,6 +148,7 @@ static void supervisor_spawn(unsigned index)
                 evtimer_add(w->restart_timer, &retry);
                 return;
         }
+        parent = getpid();
         pid = fork();
         if (pid < 0) {
                 log_error("worker %u: fork failed: %s; retrying in 1 s", index, strerror(errno));
@@ -156,7 +159,7 @@ static void supervisor_spawn(unsigned index)
         }
         if (pid == 0) {
                 close(fds[0]);
-                supervisor_exec_worker(index, fds[1]);
+                supervisor_exec_worker(index, fds[1], parent);
         }
         close(fds[1]);
         /* The socket is still blocking, and its buffer takes the whole config at once. */
@@ -199,34 +202,54 @@ static void supervisor_repair_lock(pid_t pid)
         }
 }
 
-/* Puts the query that worker INDEX was calling the API for back on the FIFO. */
+/* Puts the queries that worker INDEX held back on the FIFO, those still their client's latest. */
 static void supervisor_requeue(unsigned index)
 {
         struct daemon *d = &daemon_state;
         struct shm_worker *sw = &d->shm.header->workers[index];
-        int requeued = 0, wake;
-        uint32_t slot;
-        uint64_t seq;
+        struct shm_job held[SHM_MAX_INFLIGHT];
+        int requeued[SHM_MAX_INFLIGHT] = {0}, any = 0;
 
         daemon_lock();
-        slot = sw->slot;
-        seq = sw->seq;
-        if (sw->busy)
-                requeued = slot_requeue(&d->shm, slot, sw->generation, seq, shm_now_ns());
-        sw->busy = 0;
-        /*
-         * The worker may have died after taking a post of the work semaphore and before taking
-         * a slot, for example while sleeping for a token. That post is lost, so give one back
-         * whenever slots are waiting; a spare post only wakes a worker that finds nothing.
-         */
-        wake = requeued || d->shm.header->fifo_count > 0;
+        for (unsigned i = 0; i < SHM_MAX_INFLIGHT; i++) {
+                struct shm_job *job = &sw->jobs[i];
+
+                held[i] = *job;
+                if (job->busy)
+                        requeued[i] = slot_requeue(&d->shm, job->slot, job->generation, job->seq,
+                                                   job->pending_since_ns);
+                job->busy = 0;
+        }
         shm_unlock(&d->shm);
-        if (wake)
-                sem_post(&d->shm.header->work);
-        if (requeued) {
+
+        for (unsigned i = 0; i < SHM_MAX_INFLIGHT; i++) {
+                if (!requeued[i])
+                        continue;
+                any = 1;
                 shm_count(&d->shm, requeued);
-                log_warn("worker %u died during the call for slot %u seq %" PRIu64 "; requeued it",
-                         index, slot, seq);
+                log_warn("worker %u died holding slot %u seq %" PRIu64 "; requeued it", index,
+                         held[i].slot, held[i].seq);
+        }
+        if (any)
+                supervisor_wake();
+}
+
+void supervisor_wake(void)
+{
+        struct daemon *d = &daemon_state;
+        static const char wake = 'w';
+
+        /*
+         * A full socket buffer means the worker has wakes it has not read yet, so a failed
+         * write loses nothing. The bufferevent never writes to this socket, so nothing
+         * interleaves with this byte.
+         */
+        for (unsigned i = 0; i < d->conf.workers; i++) {
+                /* Without its bufferevent, the worker's socket is closed and its number may
+                 * belong to a client by now. */
+                if (d->workers[i].bev != NULL)
+                        (void)send(bufferevent_getfd(d->workers[i].bev), &wake, 1,
+                                   MSG_DONTWAIT | MSG_NOSIGNAL);
         }
 }
 

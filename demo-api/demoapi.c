@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <json-c/json.h>
@@ -39,6 +40,7 @@
 #define DEMOAPI_MAX_HEADERS_BYTES 16384
 #define DEMOAPI_MAX_BODY_BYTES 4096
 #define DEMOAPI_FAULT_PREFIX "fault:"
+#define DEMOAPI_MAX_REJECTED 256
 
 /*
  * One token in bucket units of 1e-12 token. With the rate in 1e-3 tokens per
@@ -92,9 +94,12 @@ struct demoapi {
         size_t big_body_len;
         char rate_text[32]; /* the effective rate, as logged and in /stats */
         uint64_t burst;
-        uint64_t requests;   /* /search requests received */
-        uint64_t served;     /* /search requests that got a token */
-        uint64_t violations; /* /search requests rejected with 429 */
+        uint64_t requests;                    /* /search requests received */
+        uint64_t served;                      /* /search requests that got a token */
+        uint64_t violations;                  /* /search requests rejected with 429 */
+        uint64_t connections;                 /* TCP connections accepted */
+        char *rejected[DEMOAPI_MAX_REJECTED]; /* fault:429 and fault:503 queries rejected once */
+        unsigned rejected_count;
         int faults;
         int verbose;
         int stop_signal;
@@ -531,6 +536,70 @@ static void demoapi_fault_slow(struct demoapi *api, struct evhttp_request *req, 
         evtimer_add(slow->timer, &delay);
 }
 
+/* Returns 1 the first time QUERY is seen, remembering it, and 0 afterwards. */
+static int demoapi_first_rejection(struct demoapi *api, const char *query)
+{
+        char *copy;
+
+        for (unsigned i = 0; i < api->rejected_count; i++) {
+                if (strcmp(api->rejected[i], query) == 0)
+                        return 0;
+        }
+        if (api->rejected_count == DEMOAPI_MAX_REJECTED || (copy = strdup(query)) == NULL)
+                return 1;
+        api->rejected[api->rejected_count++] = copy;
+        return 1;
+}
+
+/*
+ * Responds to fault:STATUS:RETRY[:TEXT], STATUS being 429 or 503, with STATUS and the header
+ * Retry-After: RETRY ("none" leaves it out). With TEXT, which must not contain a colon, only
+ * the first request for this query is rejected and later ones get the results for TEXT.
+ */
+static void demoapi_fault_throttle(struct demoapi *api, struct evhttp_request *req,
+                                   const char *query, size_t limit)
+{
+        const char *spec = query + strlen(DEMOAPI_FAULT_PREFIX), *retry = spec + 4, *text;
+        int status = strncmp(spec, "503:", 4) == 0 ? 503 : 429;
+        char value[64];
+        size_t len;
+
+        /* The last colon starts TEXT, since an HTTP-date contains colons itself. */
+        text = strrchr(retry, ':');
+        len = text != NULL ? (size_t)(text - retry) : strlen(retry);
+        if (text != NULL && !demoapi_first_rejection(api, query)) {
+                demoapi_send_search(api, req, text + 1, limit);
+                return;
+        }
+        snprintf(value, sizeof(value), "%.*s", (int)(len < sizeof(value) ? len : sizeof(value) - 1),
+                 retry);
+        if (strcmp(value, "none") != 0)
+                evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", value);
+        demoapi_send_error(api, req, status, "injected fault for query \"%.64s\"", query);
+}
+
+/* Responds to fault:reset:VALUE:TEXT with the results for TEXT and X-RateLimit-Remaining: 0,
+ * X-RateLimit-Reset: VALUE. */
+static void demoapi_fault_reset(struct demoapi *api, struct evhttp_request *req, const char *query,
+                                size_t limit)
+{
+        const char *spec = query + strlen(DEMOAPI_FAULT_PREFIX "reset:");
+        const char *text = strchr(spec, ':');
+        struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+        char value[64];
+
+        if (text == NULL || (size_t)(text - spec) >= sizeof(value)) {
+                demoapi_send_error(api, req, 400,
+                                   "invalid fault query \"%.64s\": expected fault:reset:VALUE:TEXT",
+                                   query);
+                return;
+        }
+        snprintf(value, sizeof(value), "%.*s", (int)(text - spec), spec);
+        evhttp_add_header(headers, "X-RateLimit-Remaining", "0");
+        evhttp_add_header(headers, "X-RateLimit-Reset", value);
+        demoapi_send_search(api, req, text + 1, limit);
+}
+
 /* Closes the connection of req without a response, which frees req. */
 static void demoapi_fault_close(struct demoapi *api, struct evhttp_request *req)
 {
@@ -605,10 +674,16 @@ static void demoapi_fault(struct demoapi *api, struct evhttp_request *req, const
                 demoapi_fault_close(api, req);
         else if (strcmp(fault, "big") == 0)
                 demoapi_fault_big(api, req);
+        else if (strncmp(fault, "429:", 4) == 0 || strncmp(fault, "503:", 4) == 0)
+                demoapi_fault_throttle(api, req, query, limit);
+        else if (strncmp(fault, "reset:", 6) == 0)
+                demoapi_fault_reset(api, req, query, limit);
         else
                 demoapi_send_error(api, req, 400,
                                    "unknown fault query \"%.64s\"; expected fault:500, "
-                                   "fault:badjson, fault:slow:MS[:TEXT], fault:close or fault:big",
+                                   "fault:badjson, fault:slow:MS[:TEXT], fault:close, fault:big, "
+                                   "fault:429:RETRY[:TEXT], fault:503:RETRY[:TEXT] or "
+                                   "fault:reset:VALUE:TEXT",
                                    query);
 }
 
@@ -668,7 +743,8 @@ static void demoapi_stats_cb(struct evhttp_request *req, void *arg)
                 goto nomem;
         if (demoapi_add_uint64(stats, "requests", api->requests) == -1 ||
             demoapi_add_uint64(stats, "served", api->served) == -1 ||
-            demoapi_add_uint64(stats, "violations", api->violations) == -1)
+            demoapi_add_uint64(stats, "violations", api->violations) == -1 ||
+            demoapi_add_uint64(stats, "connections", api->connections) == -1)
                 goto nomem;
 
         /* Serialized from rate_text, so that 0.1 is not printed as 0.10000000000000001. */
@@ -688,6 +764,15 @@ nomem:
         json_object_put(stats);
         demoapi_log("warn", "out of memory building the /stats response");
         demoapi_send_error(api, req, 500, "out of memory");
+}
+
+/* Counts each accepted connection; evhttp then uses the socket-less bufferevent it returns. */
+static struct bufferevent *demoapi_connection_cb(struct event_base *base, void *arg)
+{
+        struct demoapi *api = arg;
+
+        api->connections++;
+        return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static void demoapi_not_found_cb(struct evhttp_request *req, void *arg)
@@ -715,7 +800,9 @@ static void demoapi_usage(FILE *out)
                 "  -d dir        directory of iso_3166-1.json and iso_3166-2.json\n"
                 "                (default %s)\n"
                 "  -F            answer the fault queries fault:500, fault:badjson,\n"
-                "                fault:slow:MS[:TEXT], fault:close and fault:big\n"
+                "                fault:slow:MS[:TEXT], fault:close, fault:big,\n"
+                "                fault:429:RETRY[:TEXT], fault:503:RETRY[:TEXT] and\n"
+                "                fault:reset:VALUE:TEXT\n"
                 "  -h            print this help and exit\n"
                 "  -l addr:port  listen address and TCP port; port 0 picks a free port\n"
                 "                (default %s)\n"
@@ -901,6 +988,7 @@ static int demoapi_setup_http(struct demoapi *api)
             evhttp_set_cb(api->http, "/stats", demoapi_stats_cb, api) != 0)
                 return -1;
         evhttp_set_gencb(api->http, demoapi_not_found_cb, api);
+        evhttp_set_bevcb(api->http, demoapi_connection_cb, api);
         return 0;
 }
 
@@ -950,6 +1038,8 @@ static void demoapi_cleanup(struct demoapi *api)
                 event_base_free(api->base);
         places_free(api->places);
         free(api->big_body);
+        for (unsigned i = 0; i < api->rejected_count; i++)
+                free(api->rejected[i]);
 }
 
 int main(int argc, char **argv)

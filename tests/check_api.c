@@ -27,6 +27,58 @@ START_TEST(api_encode_reserved_escaped)
 }
 END_TEST
 
+START_TEST(api_retry_after_seconds)
+{
+        uint64_t delay = 1;
+
+        ck_assert_int_eq(api_parse_retry_after("120", 0, &delay), 0);
+        ck_assert_uint_eq(delay, 120000000000ULL);
+        ck_assert_int_eq(api_parse_retry_after(" 0 ", 0, &delay), 0);
+        ck_assert_uint_eq(delay, 0);
+        ck_assert_int_eq(api_parse_retry_after("99999999", 0, &delay), 0);
+        ck_assert_uint_eq(delay, 86400000000000ULL);
+}
+END_TEST
+
+START_TEST(api_retry_after_date)
+{
+        uint64_t delay = 1;
+
+        /* 784111777 is Sun, 06 Nov 1994 08:49:37 GMT, the example date of RFC 9110. */
+        ck_assert_int_eq(api_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111770, &delay),
+                         0);
+        ck_assert_uint_eq(delay, 7000000000ULL);
+        ck_assert_int_eq(api_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111800, &delay),
+                         0);
+        ck_assert_uint_eq(delay, 0);
+}
+END_TEST
+
+START_TEST(api_retry_after_invalid)
+{
+        uint64_t delay;
+
+        ck_assert_int_eq(api_parse_retry_after("", 0, &delay), -1);
+        ck_assert_int_eq(api_parse_retry_after("soon", 0, &delay), -1);
+        ck_assert_int_eq(api_parse_retry_after("-5", 0, &delay), -1);
+        ck_assert_int_eq(api_parse_retry_after("5s", 0, &delay), -1);
+}
+END_TEST
+
+START_TEST(api_reset_seconds_or_epoch)
+{
+        uint64_t delay;
+
+        ck_assert_int_eq(api_parse_reset("30", 1700000000, &delay), 0);
+        ck_assert_uint_eq(delay, 30000000000ULL);
+        ck_assert_int_eq(api_parse_reset("1700000012", 1700000000, &delay), 0);
+        ck_assert_uint_eq(delay, 12000000000ULL);
+        ck_assert_int_eq(api_parse_reset("1600000000", 1700000000, &delay), 0);
+        ck_assert_uint_eq(delay, 0);
+        ck_assert_int_eq(api_parse_reset("1.5", 0, &delay), -1);
+}
+END_TEST
+
 START_TEST(reply_results_shape)
 {
         size_t len;
@@ -109,6 +161,10 @@ Suite *api_suite(void)
         tcase_add_test(tc, api_json_accepts_valid);
         tcase_add_test(tc, api_json_rejects_invalid);
         tcase_add_test(tc, api_json_depth_limit);
+        tcase_add_test(tc, api_retry_after_seconds);
+        tcase_add_test(tc, api_retry_after_date);
+        tcase_add_test(tc, api_retry_after_invalid);
+        tcase_add_test(tc, api_reset_seconds_or_epoch);
         tcase_add_test(tc, reply_results_shape);
         tcase_add_test(tc, reply_error_shape);
         suite_add_tcase(s, tc);

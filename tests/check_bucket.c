@@ -1,7 +1,12 @@
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bucket.h"
+#include "shm.h"
 #include "suites.h"
 
 #define NS_PER_S 1000000000ULL
@@ -139,6 +144,135 @@ START_TEST(bucket_window_bound)
 }
 END_TEST
 
+START_TEST(bucket_pause_empties_and_holds)
+{
+        struct bucket b;
+        uint64_t wait = 0;
+
+        bucket_init(&b, 10000, 5, 0); /* 10 per second */
+        ck_assert_int_eq(bucket_pause(&b, 2 * NS_PER_S), 1);
+        ck_assert_int_eq(b.tokens, 0);
+        /* Nothing accrues during the pause, and the wait covers its rest plus one token. */
+        ck_assert_int_eq(bucket_take(&b, NS_PER_S, &wait), -1);
+        ck_assert_uint_eq(wait, NS_PER_S + 100000000ULL);
+        ck_assert_int_eq(bucket_take(&b, 2 * NS_PER_S, &wait), -1);
+        ck_assert_uint_eq(wait, 100000000ULL);
+        /* After it, calls resume at the rate, not as a burst. */
+        ck_assert_uint_eq(bucket_drain(&b, 2 * NS_PER_S + 100000000ULL), 1);
+        ck_assert_uint_eq(bucket_drain(&b, 2 * NS_PER_S + 300000000ULL), 2);
+}
+END_TEST
+
+START_TEST(bucket_pause_never_shortened)
+{
+        struct bucket b;
+        uint64_t wait;
+
+        bucket_init(&b, 10000, 5, 0);
+        ck_assert_int_eq(bucket_pause(&b, 5 * NS_PER_S), 1);
+        ck_assert_int_eq(bucket_pause(&b, 3 * NS_PER_S), 0);
+        ck_assert_int_eq(bucket_take(&b, 4 * NS_PER_S, &wait), -1);
+        ck_assert_uint_eq(bucket_drain(&b, 6 * NS_PER_S), 5);
+}
+END_TEST
+
+/* The exact burst after idle time, never burst + 1, at any moment of a refill period. */
+START_TEST(bucket_idle_gives_exact_burst)
+{
+        struct bucket b;
+
+        bucket_init(&b, 7000, 4, 0);
+        for (uint64_t t = 1; t <= 100; t++) {
+                ck_assert_uint_eq(bucket_drain(&b, t * 10 * NS_PER_S + t * 1234567ULL), 4);
+                ck_assert_int_ge(b.tokens, 0);
+        }
+}
+END_TEST
+
+enum { BUCKET_PROCESSES = 8, BUCKET_ATTEMPTS = 1000 };
+
+/* Shared by the processes of the stress test: an injected clock and every grant's time. */
+struct bucket_shared {
+        uint64_t now_ns;
+        unsigned grants;
+        int negative; /* set if any process saw tokens below zero */
+        uint64_t granted_ns[BUCKET_PROCESSES * BUCKET_ATTEMPTS];
+};
+
+static void bucket_stress_child(struct shm *shm, struct bucket_shared *shared, unsigned seed)
+{
+        uint64_t wait;
+
+        shm->pid = getpid();
+        srandom(seed);
+        for (unsigned i = 0; i < BUCKET_ATTEMPTS; i++) {
+                /* Steps of 0 to 20 ms, sometimes an idle gap of up to 3 s. */
+                uint64_t step = (uint64_t)random() % 20000000ULL;
+
+                if (random() % 200 == 0)
+                        step += (uint64_t)random() % (3 * NS_PER_S);
+                shm_lock(shm);
+                shared->now_ns += step;
+                if (bucket_take(&shm->header->bucket, shared->now_ns, &wait) == 0)
+                        shared->granted_ns[shared->grants++] = shared->now_ns;
+                if (shm->header->bucket.tokens < 0)
+                        shared->negative = 1;
+                shm_unlock(shm);
+        }
+        _exit(0);
+}
+
+/*
+ * Eight processes make 1,000 attempts each against one segment's bucket, with a clock they
+ * share and advance under the lock. Over every window of grants, at most burst + rate * T.
+ */
+START_TEST(bucket_processes_share_limit)
+{
+        uint64_t rate_milli = 20000, burst = 5; /* 20 per second */
+        struct bucket_shared *shared;
+        char name[64];
+        struct shm shm;
+        pid_t pids[BUCKET_PROCESSES], owner;
+
+        shared =
+            mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        ck_assert_ptr_ne(shared, MAP_FAILED);
+        shared->now_ns = NS_PER_S;
+        snprintf(name, sizeof(name), "/incsearchd-check-bucket-%d", (int)getpid());
+        ck_assert_int_eq(shm_create(&shm, name, 4, 16, rate_milli, (uint32_t)burst, &owner), 0);
+        bucket_init(&shm.header->bucket, rate_milli, (uint32_t)burst, shared->now_ns);
+
+        for (unsigned i = 0; i < BUCKET_PROCESSES; i++) {
+                pids[i] = fork();
+                ck_assert_int_ge(pids[i], 0);
+                if (pids[i] == 0)
+                        bucket_stress_child(&shm, shared, 100 + i);
+        }
+        for (unsigned i = 0; i < BUCKET_PROCESSES; i++) {
+                int status;
+
+                ck_assert_int_eq(waitpid(pids[i], &status, 0), pids[i]);
+                ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+        shm_destroy(&shm, name);
+
+        ck_assert_int_eq(shared->negative, 0);
+        ck_assert_uint_gt(shared->grants, burst);
+        for (unsigned i = 0; i < shared->grants; i++) {
+                for (unsigned j = i; j < shared->grants; j++) {
+                        uint64_t window = shared->granted_ns[j] - shared->granted_ns[i];
+                        uint64_t allowed = burst * 1000000ULL + (uint64_t)((__uint128_t)window *
+                                                                           rate_milli / 1000000ULL);
+                        uint64_t n = j - i + 1;
+
+                        ck_assert_msg(n * 1000000ULL <= allowed, "%llu grants in %llu ns",
+                                      (unsigned long long)n, (unsigned long long)window);
+                }
+        }
+        munmap(shared, sizeof(*shared));
+}
+END_TEST
+
 Suite *bucket_suite(void)
 {
         Suite *s = suite_create("bucket");
@@ -149,6 +283,10 @@ Suite *bucket_suite(void)
         tcase_add_test(tc, bucket_capped_after_long_idle);
         tcase_add_test(tc, bucket_clock_backwards_adds_nothing);
         tcase_add_test(tc, bucket_fractional_rate);
+        tcase_add_test(tc, bucket_pause_empties_and_holds);
+        tcase_add_test(tc, bucket_pause_never_shortened);
+        tcase_add_test(tc, bucket_idle_gives_exact_burst);
+        tcase_add_test(tc, bucket_processes_share_limit);
         tcase_add_loop_test(tc, bucket_window_bound, 0,
                             sizeof(bucket_cases) / sizeof(bucket_cases[0]));
         tcase_set_timeout(tc, 60);

@@ -495,7 +495,8 @@ static void e2e_expect_upstream_error(int fd, const char *query, long long seq, 
 
 START_TEST(e2e_upstream_errors_reported)
 {
-        struct harness_options options = {.faults = 1, .timeout_ms = "500"};
+        struct harness_options options = {
+            .faults = 1, .timeout_ms = "500", .extra_api = "max_wait_ms = 1500"};
         json_object *reply;
         int fd;
 
@@ -515,10 +516,11 @@ END_TEST
 
 START_TEST(e2e_api_down_reported)
 {
+        struct harness_options options = {.extra_api = "max_wait_ms = 1000"};
         json_object *reply;
         int fd;
 
-        harness_start(&e2e, NULL);
+        harness_start(&e2e, &options);
         harness_stop(e2e.api_pid);
         e2e.api_pid = 0;
         fd = e2e_connect();

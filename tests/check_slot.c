@@ -192,6 +192,120 @@ START_TEST(slot_answered_only_current)
 }
 END_TEST
 
+START_TEST(slot_requeue_keeps_turn)
+{
+        struct slot_job job = {.query = slot_query};
+        uint32_t generation = slot_open(&slot_shm, 1);
+        uint64_t wait;
+
+        slot_open(&slot_shm, 2);
+        slot_submit_text(1, 1, "a", 100);
+        slot_submit_text(2, 1, "b", 110);
+        ck_assert_int_eq(slot_take(&slot_shm, 200, &job, &wait), SLOT_TAKE_OK);
+        ck_assert_uint_eq(job.slot, 1);
+        /* A 429 sends it back: it goes before slot 2, with its first pending time. */
+        ck_assert_int_eq(slot_requeue(&slot_shm, 1, generation, 1, job.pending_since_ns), 1);
+        ck_assert_int_eq(slot_take(&slot_shm, 300, &job, &wait), SLOT_TAKE_OK);
+        ck_assert_uint_eq(job.slot, 1);
+        ck_assert_uint_eq(job.pending_since_ns, 100);
+        ck_assert_uint_eq(slot_take_index(400), 2);
+}
+END_TEST
+
+START_TEST(slot_max_wait_expires_head)
+{
+        struct slot_job job = {.query = slot_query};
+        uint64_t now = slot_shm.header->bucket.last_refill_ns, wait = 0;
+        int64_t tokens;
+
+        slot_shm.header->max_wait_ns = 1000;
+        slot_shm.header->bucket.tokens = 0;
+        slot_open(&slot_shm, 3);
+        slot_submit_text(3, 1, "a", now);
+        /* No token: the wait ends when the query expires, before the token is due. */
+        ck_assert_int_eq(slot_take(&slot_shm, now + 10, &job, &wait), SLOT_TAKE_NO_TOKEN);
+        ck_assert_uint_eq(wait, 990);
+        tokens = slot_shm.header->bucket.tokens;
+        ck_assert_int_eq(slot_take(&slot_shm, now + 1000, &job, &wait), SLOT_TAKE_EXPIRED);
+        ck_assert_uint_eq(job.slot, 3);
+        ck_assert_int_eq(slot_shm.header->bucket.tokens, tokens);
+        ck_assert_uint_eq(shm_slot(&slot_shm, 3)->state, SLOT_INFLIGHT);
+}
+END_TEST
+
+START_TEST(slot_retry_only_latest)
+{
+        struct slot_job job = {.query = slot_query};
+        uint32_t generation = slot_open(&slot_shm, 4);
+        uint64_t wait;
+
+        slot_submit_text(4, 1, "a", 100);
+        ck_assert_int_eq(slot_take(&slot_shm, 200, &job, &wait), SLOT_TAKE_OK);
+        ck_assert_int_eq(slot_retry(&slot_shm, 300, &job, &wait), SLOT_TAKE_OK);
+        slot_shm.header->max_wait_ns = 1000;
+        ck_assert_int_eq(slot_retry(&slot_shm, 1100, &job, &wait), SLOT_TAKE_EXPIRED);
+        slot_shm.header->max_wait_ns = 0;
+        slot_submit_text(4, 2, "ab", 400);
+        ck_assert_int_eq(slot_retry(&slot_shm, 500, &job, &wait), SLOT_TAKE_STALE);
+        slot_close(&slot_shm, 4);
+        job.generation = generation;
+        ck_assert_int_eq(slot_retry(&slot_shm, 600, &job, &wait), SLOT_TAKE_STALE);
+}
+END_TEST
+
+enum { SLOT_FAIR_CLIENTS = 50 };
+
+/*
+ * Fifty clients type nonstop, a new query every 10 ms each, against 5 calls per second with a
+ * burst of 1, and each call is answered at once. The FIFO by pending time must bound every
+ * wait by about N / r = 10 s: at most (N + 1) / r here, the extra 1 / r for the token in
+ * progress when a query becomes pending. Each client is served about once per N / r.
+ */
+START_TEST(slot_fifo_bounds_wait)
+{
+        const uint64_t rate_milli = 5000, step_ns = 10000000ULL, run_ns = 120 * 1000000000ULL;
+        const uint64_t bound_ns = (SLOT_FAIR_CLIENTS + 1) * 1000000000ULL * 1000 / rate_milli;
+        uint32_t generations[SLOT_FAIR_CLIENTS];
+        unsigned served[SLOT_FAIR_CLIENTS] = {0};
+        uint64_t seq = 0, max_wait = 0, wait;
+        struct slot_job job = {.query = slot_query};
+        char name[64], text[16];
+        struct shm shm;
+        int superseded;
+        pid_t owner;
+
+        snprintf(name, sizeof(name), "/incsearchd-check-fair-%d", (int)getpid());
+        ck_assert_int_eq(shm_create(&shm, name, SLOT_FAIR_CLIENTS, 64, rate_milli, 1, &owner), 0);
+        bucket_init(&shm.header->bucket, rate_milli, 1, 0);
+        for (uint32_t i = 0; i < SLOT_FAIR_CLIENTS; i++)
+                generations[i] = slot_open(&shm, i);
+
+        for (uint64_t now = 0; now < run_ns; now += step_ns) {
+                seq++;
+                for (uint32_t i = 0; i < SLOT_FAIR_CLIENTS; i++) {
+                        snprintf(text, sizeof(text), "q%llu", (unsigned long long)seq);
+                        slot_submit(&shm, i, seq, text, (uint32_t)strlen(text), now, &superseded);
+                }
+                while (slot_take(&shm, now, &job, &wait) == SLOT_TAKE_OK) {
+                        if (now - job.pending_since_ns > max_wait)
+                                max_wait = now - job.pending_since_ns;
+                        ck_assert_uint_eq(job.seq, seq);
+                        served[job.slot]++;
+                        slot_answered(&shm, job.slot, generations[job.slot], job.seq);
+                }
+        }
+        shm_destroy(&shm, name);
+
+        ck_assert_msg(max_wait <= bound_ns, "a query waited %llu ns, bound %llu ns",
+                      (unsigned long long)max_wait, (unsigned long long)bound_ns);
+        for (uint32_t i = 0; i < SLOT_FAIR_CLIENTS; i++) {
+                /* 120 s at 5 per second is 600 calls, 12 per client. */
+                ck_assert_msg(served[i] >= 11 && served[i] <= 13, "client %u served %u times", i,
+                              served[i]);
+        }
+}
+END_TEST
+
 START_TEST(shm_attach_rejects_wrong_layout)
 {
         struct shm other;
@@ -261,6 +375,10 @@ Suite *slot_suite(void)
         tcase_add_test(tc, slot_superseded_not_called);
         tcase_add_test(tc, slot_requeue_only_latest);
         tcase_add_test(tc, slot_answered_only_current);
+        tcase_add_test(tc, slot_requeue_keeps_turn);
+        tcase_add_test(tc, slot_max_wait_expires_head);
+        tcase_add_test(tc, slot_retry_only_latest);
+        tcase_add_test(tc, slot_fifo_bounds_wait);
         tcase_add_test(tc, shm_attach_rejects_wrong_layout);
         tcase_add_test(tc, shm_create_bucket_empty);
         tcase_add_test(tc, shm_create_refuses_live_owner);

@@ -40,6 +40,12 @@ int harness_free_port(void)
 
 pid_t harness_spawn(const char *program, char *const argv[], const char *log_path)
 {
+        return harness_spawn_env(program, argv, log_path, NULL);
+}
+
+pid_t harness_spawn_env(const char *program, char *const argv[], const char *log_path,
+                        const char *const *env)
+{
         char path[512];
         pid_t parent = getpid();
         pid_t pid;
@@ -58,6 +64,8 @@ pid_t harness_spawn(const char *program, char *const argv[], const char *log_pat
                         dup2(fd, STDERR_FILENO);
                         close(fd);
                 }
+                for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+                        putenv((char *)env[i]);
                 execv(path, argv);
                 fprintf(stderr, "cannot run %s: %s\n", path, strerror(errno));
                 _exit(127);
@@ -168,7 +176,8 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 "burst = %s\n"
                 "%s\n"
                 "[workers]\n"
-                "workers = %s\n",
+                "workers = %s\n"
+                "%s\n",
                 h->port, h->shm_name,
                 o->extra_server != NULL && strstr(o->extra_server, "max_connections =") != NULL
                     ? ""
@@ -176,7 +185,8 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 o->extra_server != NULL ? o->extra_server : "", h->api_port,
                 o->timeout_ms != NULL ? o->timeout_ms : "2000", o->rate != NULL ? o->rate : "45",
                 o->burst != NULL ? o->burst : "8", o->extra_api != NULL ? o->extra_api : "",
-                o->workers != NULL ? o->workers : "2");
+                o->workers != NULL ? o->workers : "2",
+                o->extra_sections != NULL ? o->extra_sections : "");
         fclose(f);
 }
 
@@ -222,7 +232,8 @@ void harness_start(struct harness *h, const struct harness_options *o)
                 h->port = harness_free_port();
                 harness_write_conf(h, o);
                 char *daemon_argv[] = {"incsearchd", "-c", h->conf_path, NULL};
-                h->daemon_pid = harness_spawn("incsearchd", daemon_argv, daemon_log);
+                h->daemon_pid =
+                    harness_spawn_env("incsearchd", daemon_argv, daemon_log, o->daemon_env);
                 if (harness_wait_port(h->port, 5000) < 0) {
                         harness_stop(h->daemon_pid);
                         h->daemon_pid = 0;
@@ -275,5 +286,21 @@ long long harness_api_stat(const struct harness *h, const char *name)
         if (json_object_object_get_ex(stats, name, &value))
                 n = json_object_get_int64(value);
         json_object_put(stats);
+        return n;
+}
+
+unsigned harness_children(pid_t parent, pid_t *pids, unsigned max)
+{
+        char path[64];
+        unsigned n = 0;
+        FILE *f;
+        int pid;
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (n < max && fscanf(f, "%d", &pid) == 1)
+                pids[n++] = pid;
+        fclose(f);
         return n;
 }

@@ -17,6 +17,10 @@ int harness_free_port(void);
  */
 pid_t harness_spawn(const char *program, char *const argv[], const char *log_path);
 
+/* Like harness_spawn, with ENV ("NAME=value" strings, NULL-terminated) added to the child's. */
+pid_t harness_spawn_env(const char *program, char *const argv[], const char *log_path,
+                        const char *const *env);
+
 /* Waits up to TIMEOUT_MS for a TCP connect to 127.0.0.1:PORT to succeed. Returns 0 or -1. */
 int harness_wait_port(int port, int timeout_ms);
 
@@ -41,15 +45,17 @@ struct harness {
 };
 
 struct harness_options {
-        const char *api_rate;     /* demo API's -r, default "50" */
-        const char *api_burst;    /* demo API's -b, default "10" */
-        const char *rate;         /* incsearchd's [api] rate, default "45" */
-        const char *burst;        /* default "8" */
-        const char *workers;      /* default "2" */
-        const char *timeout_ms;   /* [api] timeout_ms, default "2000" */
-        const char *extra_server; /* more [server] lines */
-        const char *extra_api;    /* more [api] lines */
-        int faults;               /* start the demo API with -F */
+        const char *api_rate;          /* demo API's -r, default "50" */
+        const char *api_burst;         /* demo API's -b, default "10" */
+        const char *rate;              /* incsearchd's [api] rate, default "45" */
+        const char *burst;             /* default "8" */
+        const char *workers;           /* default "2" */
+        const char *timeout_ms;        /* [api] timeout_ms, default "2000" */
+        const char *extra_server;      /* more [server] lines */
+        const char *extra_api;         /* more [api] lines */
+        const char *extra_sections;    /* more sections at the end, such as "[cache]\n..." */
+        int faults;                    /* start the demo API with -F */
+        const char *const *daemon_env; /* "NAME=value" strings for incsearchd, NULL-terminated */
 };
 
 /* Starts both programs and waits for their ports; fails the test if either does not come up. */
@@ -60,6 +66,9 @@ void harness_stop_all(struct harness *h);
 
 /* Reads a number from the demo API's /stats. */
 long long harness_api_stat(const struct harness *h, const char *name);
+
+/* Stores up to MAX pids of PARENT's children, from /proc, and returns how many there are. */
+unsigned harness_children(pid_t parent, pid_t *pids, unsigned max);
 
 /* Prints a log file to stderr, for a failing test. */
 void harness_dump_log(const struct harness *h, const char *name);

@@ -1,7 +1,10 @@
 /*
- * incsearchd-worker: takes tokens from the global bucket and the oldest pending query from
- * shared memory, calls the API and sends the reply to the daemon. The daemon starts it with
- * the socket to itself as a file descriptor.
+ * incsearchd-worker: takes tokens from the global bucket and the oldest pending queries from
+ * shared memory, calls the API for up to max_inflight of them at once and sends each reply to
+ * the daemon. The daemon starts it with the socket to itself as a file descriptor. The daemon
+ * writes a byte to that socket whenever a query is queued, so one poll over it and curl's
+ * sockets covers everything a worker waits for. The poll's timeout is the earliest of curl's
+ * timers, the next token, the next retry and the end of a pause.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,25 +26,20 @@
 #include "shm.h"
 #include "slot.h"
 
+#define WORKER_MAX_POLL_MS 1000 /* re-checks the FIFO at least this often */
+#define WORKER_JITTER_NS 1000000ULL
+
 struct worker_state {
         struct conf conf;
         struct shm shm;
         struct api api;
         unsigned index;
         int fd;
-        char *query; /* max_query_bytes */
         enum ipc_status last_status;
-        uint64_t failures; /* consecutive failed calls, for logging once per episode */
+        uint64_t failures;       /* consecutive failed calls, for logging once per episode */
+        unsigned throttle_count; /* consecutive 429 or 503 without a usable delay */
+        uint64_t pause_end_ns;   /* end of the last pause this worker logged */
 };
-
-static void worker_sleep_ns(uint64_t ns)
-{
-        struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ULL),
-                              .tv_nsec = (long)(ns % 1000000000ULL)};
-
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
 
 /* Logs the first failure of a run of failures and the recovery after it, not every call. */
 static void worker_log_outcome(struct worker_state *w, const struct slot_job *job,
@@ -58,32 +57,63 @@ static void worker_log_outcome(struct worker_state *w, const struct slot_job *jo
         else
                 log_debug("API call for slot %u seq %" PRIu64 " failed: %s", job->slot, job->seq,
                           message);
+        w->last_status = status;
 }
 
-static void worker_handle(struct worker_state *w, const struct slot_job *job)
+/* Returns a backoff for the ATTEMPT-th retry: doubling from retry_base_ms up to retry_max_ms,
+ * of which a random half is jitter, so that workers do not retry in step. */
+static uint64_t worker_backoff_ns(const struct worker_state *w, unsigned attempt)
+{
+        uint64_t ms = w->conf.retry_base_ms;
+
+        for (unsigned i = 1; i < attempt && ms < w->conf.retry_max_ms; i++)
+                ms *= 2;
+        if (ms > w->conf.retry_max_ms)
+                ms = w->conf.retry_max_ms;
+        return ms * 500000ULL + (uint64_t)random() % (ms * 500000ULL + 1);
+}
+
+static void worker_record(struct worker_state *w, unsigned index, const struct slot_job *job)
+{
+        struct shm_job *record = &w->shm.header->workers[w->index].jobs[index];
+
+        record->slot = job->slot;
+        record->generation = job->generation;
+        record->seq = job->seq;
+        record->pending_since_ns = job->pending_since_ns;
+        record->busy = 1;
+}
+
+/* Forgets CALL's job in shared memory and here. Takes the lock. */
+static void worker_release(struct worker_state *w, struct api_call *call)
+{
+        unsigned index = (unsigned)(call - w->api.calls);
+
+        shm_lock(&w->shm);
+        w->shm.header->workers[w->index].jobs[index].busy = 0;
+        shm_unlock(&w->shm);
+        call->busy = 0;
+        call->retry_at_ns = 0;
+        call->attempts = 0;
+}
+
+/*
+ * Sends the reply for CALL's job to the daemon and frees the call. RESULTS is the API's body,
+ * already checked by api_json_valid, when STATUS is IPC_STATUS_OK.
+ */
+static void worker_reply(struct worker_state *w, struct api_call *call, enum ipc_status status,
+                         const char *error_code, const char *message, const char *results,
+                         size_t results_len)
 {
         struct ipc_header h = {.magic = IPC_MAGIC, .type = IPC_RESULT};
-        const char *error_code = NULL;
-        char message[256];
-        enum ipc_status status;
-        uint64_t start = shm_now_ns(), took;
+        const struct slot_job *job = &call->job;
+        uint64_t took = call->started_ns > 0 ? shm_now_ns() - call->started_ns : 0;
         size_t len;
         char *body;
 
-        shm_count(&w->shm, api_calls);
-        status =
-            api_call(&w->api, job->query, job->query_len, &error_code, message, sizeof(message));
-        took = shm_now_ns() - start;
-        if (status != IPC_STATUS_OK)
-                shm_count(&w->shm, api_errors);
-        worker_log_outcome(w, job, status, message);
-        w->last_status = status;
-        log_debug("slot %u seq %" PRIu64 ": API call took %.1f ms, status %d", job->slot, job->seq,
-                  (double)took / 1e6, (int)status);
-
         if (status == IPC_STATUS_OK)
-                body = reply_results((int64_t)job->seq, job->query, job->query_len, w->api.body,
-                                     w->api.body_len, &len);
+                body = reply_results((int64_t)job->seq, job->query, job->query_len, results,
+                                     results_len, &len);
         else
                 body = reply_error((int64_t)job->seq, job->query, job->query_len, error_code,
                                    message, &len);
@@ -99,55 +129,289 @@ static void worker_handle(struct worker_state *w, const struct slot_job *job)
         if (ipc_send(w->fd, &h, body) < 0)
                 log_fatal("cannot send the result to the daemon: %s", strerror(errno));
         free(body);
-
-        shm_lock(&w->shm);
-        w->shm.header->workers[w->index].busy = 0;
-        shm_unlock(&w->shm);
+        worker_release(w, call);
 }
 
-/* Waits for a token and a pending query. Returns 1 with JOB filled, or 0 if nothing is pending. */
-static int worker_take(struct worker_state *w, struct slot_job *job)
+static void worker_reply_expired(struct worker_state *w, struct api_call *call)
 {
-        struct shm_worker *me = &w->shm.header->workers[w->index];
+        char message[128];
 
-        for (;;) {
-                uint64_t now = shm_now_ns(), wait_ns = 0;
+        shm_count(&w->shm, expired);
+        snprintf(message, sizeof(message), "no API answer within max_wait_ms (%u ms)",
+                 w->conf.max_wait_ms);
+        log_debug("slot %u seq %" PRIu64 ": %s", call->job.slot, call->job.seq, message);
+        worker_reply(w, call, IPC_STATUS_REJECTED, REPLY_UPSTREAM_REJECTED, message, NULL, 0);
+}
+
+/* Starts an attempt for CALL, whose job already has its token. */
+static void worker_start(struct worker_state *w, struct api_call *call)
+{
+        struct api_outcome outcome;
+
+        shm_count(&w->shm, api_calls);
+        if (api_start(&w->api, call, &outcome) < 0) {
+                shm_count(&w->shm, api_errors);
+                worker_log_outcome(w, &call->job, outcome.status, outcome.message);
+                worker_reply(w, call, outcome.status, outcome.error_code, outcome.message, NULL, 0);
+        }
+}
+
+static struct api_call *worker_free_call(struct worker_state *w)
+{
+        for (unsigned i = 0; i < w->conf.max_inflight; i++) {
+                if (!w->api.calls[i].busy)
+                        return &w->api.calls[i];
+        }
+        return NULL;
+}
+
+static void worker_lower_wait(uint64_t *wait_ns, uint64_t candidate)
+{
+        if (candidate < *wait_ns)
+                *wait_ns = candidate;
+}
+
+/* Takes pending queries while this worker has room and the bucket has tokens. */
+static void worker_fill(struct worker_state *w, uint64_t *wait_ns)
+{
+        struct api_call *call;
+
+        while ((call = worker_free_call(w)) != NULL) {
+                uint64_t now = shm_now_ns(), token_wait = 0;
                 enum slot_take_result r;
 
                 shm_lock(&w->shm);
-                r = slot_take(&w->shm, now, job, &wait_ns);
-                if (r == SLOT_TAKE_OK) {
-                        me->slot = job->slot;
-                        me->generation = job->generation;
-                        me->seq = job->seq;
-                        me->busy = 1;
-                }
+                r = slot_take(&w->shm, now, &call->job, &token_wait);
+                if (r == SLOT_TAKE_OK || r == SLOT_TAKE_EXPIRED)
+                        worker_record(w, (unsigned)(call - w->api.calls), &call->job);
                 shm_unlock(&w->shm);
 
-                if (r == SLOT_TAKE_OK)
-                        return 1;
                 if (r == SLOT_TAKE_EMPTY)
-                        return 0;
-                worker_sleep_ns(wait_ns);
+                        return;
+                if (r == SLOT_TAKE_NO_TOKEN) {
+                        /* The jitter spreads the workers that wait for the same token. */
+                        worker_lower_wait(wait_ns,
+                                          token_wait + (uint64_t)random() % WORKER_JITTER_NS);
+                        return;
+                }
+                call->busy = 1;
+                call->attempts = 0;
+                call->started_ns = 0;
+                if (r == SLOT_TAKE_EXPIRED)
+                        worker_reply_expired(w, call);
+                else
+                        worker_start(w, call);
+        }
+}
+
+/* Starts the retries that are due, each for a token, and drops those a newer query replaced. */
+static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
+{
+        for (unsigned i = 0; i < w->conf.max_inflight; i++) {
+                struct api_call *call = &w->api.calls[i];
+                uint64_t now = shm_now_ns(), token_wait = 0;
+                enum slot_take_result r;
+
+                if (!call->busy || call->running || call->retry_at_ns == 0)
+                        continue;
+                if (call->retry_at_ns > now) {
+                        worker_lower_wait(wait_ns, call->retry_at_ns - now);
+                        continue;
+                }
+                shm_lock(&w->shm);
+                r = slot_retry(&w->shm, now, &call->job, &token_wait);
+                shm_unlock(&w->shm);
+                if (r == SLOT_TAKE_STALE) {
+                        log_debug("slot %u seq %" PRIu64
+                                  ": retry dropped, a newer query replaced it",
+                                  call->job.slot, call->job.seq);
+                        worker_release(w, call);
+                } else if (r == SLOT_TAKE_EXPIRED) {
+                        worker_reply_expired(w, call);
+                } else if (r == SLOT_TAKE_NO_TOKEN) {
+                        call->retry_at_ns =
+                            now + token_wait + (uint64_t)random() % WORKER_JITTER_NS;
+                        worker_lower_wait(wait_ns, call->retry_at_ns - now);
+                } else {
+                        call->retry_at_ns = 0;
+                        shm_count(&w->shm, api_retries);
+                        worker_start(w, call);
+                }
+        }
+}
+
+/* Pauses the bucket for every worker until DELAY_NS from now, logging once per episode. */
+static void worker_pause(struct worker_state *w, uint64_t delay_ns, long http_status)
+{
+        uint64_t now = shm_now_ns();
+        int extended;
+
+        shm_lock(&w->shm);
+        extended = bucket_pause(&w->shm.header->bucket, now + delay_ns);
+        shm_unlock(&w->shm);
+        if (!extended)
+                return;
+        shm_count(&w->shm, pauses);
+        if (now >= w->pause_end_ns)
+                log_warn("the API asked for a pause (HTTP %ld); no calls for %.3f s", http_status,
+                         (double)delay_ns / 1e9);
+        else
+                log_debug("pause extended by HTTP %ld to %.3f s", http_status,
+                          (double)delay_ns / 1e9);
+        w->pause_end_ns = now + delay_ns;
+}
+
+/* Handles a 429 or 503: pause everyone, then put the query back at the head of the FIFO. */
+static void worker_throttled(struct worker_state *w, struct api_call *call,
+                             struct api_outcome *outcome)
+{
+        unsigned index = (unsigned)(call - w->api.calls);
+        uint64_t delay_ns = outcome->delay_ns, now = shm_now_ns();
+        int requeued;
+
+        shm_count(&w->shm, api_throttled);
+        if (!outcome->has_delay)
+                delay_ns = worker_backoff_ns(w, ++w->throttle_count);
+        if (delay_ns > 0)
+                worker_pause(w, delay_ns, outcome->http_status);
+        if (now + delay_ns - call->job.pending_since_ns >= w->shm.header->max_wait_ns) {
+                worker_log_outcome(w, &call->job, outcome->status, outcome->message);
+                worker_reply_expired(w, call);
+                return;
+        }
+
+        shm_lock(&w->shm);
+        requeued = slot_requeue(&w->shm, call->job.slot, call->job.generation, call->job.seq,
+                                call->job.pending_since_ns);
+        w->shm.header->workers[w->index].jobs[index].busy = 0;
+        shm_unlock(&w->shm);
+        if (requeued)
+                shm_count(&w->shm, throttle_requeued);
+        log_debug("slot %u seq %" PRIu64 ": HTTP %ld, %s", call->job.slot, call->job.seq,
+                  outcome->http_status,
+                  requeued ? "requeued" : "dropped, a newer query replaced it");
+        call->busy = 0;
+        call->attempts = 0;
+}
+
+/* Handles a timeout, connection error or 5xx: retry after a backoff if max_wait_ms allows. */
+static void worker_failed(struct worker_state *w, struct api_call *call,
+                          struct api_outcome *outcome)
+{
+        uint64_t retry_at = shm_now_ns() + worker_backoff_ns(w, call->attempts);
+
+        shm_count(&w->shm, api_errors);
+        worker_log_outcome(w, &call->job, outcome->status, outcome->message);
+        if (retry_at - call->job.pending_since_ns >= w->shm.header->max_wait_ns) {
+                worker_reply(w, call, outcome->status, outcome->error_code, outcome->message, NULL,
+                             0);
+                return;
+        }
+        call->retry_at_ns = retry_at;
+}
+
+static void worker_finished(struct worker_state *w, struct api_call *call, CURLcode rc)
+{
+        struct api_outcome outcome;
+
+        api_finish(&w->api, call, rc, &outcome);
+        log_debug("slot %u seq %" PRIu64 ": attempt %u took %.1f ms, HTTP %ld, action %d",
+                  call->job.slot, call->job.seq, call->attempts,
+                  (double)(shm_now_ns() - call->started_ns) / 1e6, outcome.http_status,
+                  (int)outcome.action);
+        switch (outcome.action) {
+        case API_THROTTLE:
+                worker_throttled(w, call, &outcome);
+                break;
+        case API_RETRY:
+                worker_failed(w, call, &outcome);
+                break;
+        case API_DELIVER:
+                if (outcome.status == IPC_STATUS_OK)
+                        w->throttle_count = 0;
+                else
+                        shm_count(&w->shm, api_errors);
+                worker_log_outcome(w, &call->job, outcome.status, outcome.message);
+                if (outcome.has_delay)
+                        worker_pause(w, outcome.delay_ns, outcome.http_status);
+                worker_reply(w, call, outcome.status, outcome.error_code, outcome.message,
+                             outcome.body, outcome.body_len);
+                break;
+        }
+}
+
+/* Reads the daemon's wake messages. A closed socket means the daemon is gone, so exit. */
+static void worker_drain_wakes(struct worker_state *w)
+{
+        char buffer[256];
+
+        for (;;) {
+                ssize_t n = recv(w->fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+
+                if (n > 0)
+                        continue;
+                if (n == 0) {
+                        log_debug("the daemon closed the socket; exiting");
+                        exit(0);
+                }
+                if (errno == EINTR)
+                        continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                        return;
+                log_fatal("reading from the daemon failed: %s", strerror(errno));
+        }
+}
+
+/* Waits up to WAIT_NS for curl's sockets, curl's timers or a wake from the daemon. */
+static void worker_poll(struct worker_state *w, uint64_t wait_ns)
+{
+        struct curl_waitfd wake = {.fd = w->fd, .events = CURL_WAIT_POLLIN};
+        uint64_t wait_ms = (wait_ns + 999999) / 1000000;
+        CURLMcode mc;
+        int ready;
+
+        if (wait_ms > WORKER_MAX_POLL_MS)
+                wait_ms = WORKER_MAX_POLL_MS;
+        mc = curl_multi_poll(w->api.multi, &wake, 1, (int)wait_ms, &ready);
+        if (mc != CURLM_OK)
+                log_fatal("curl_multi_poll failed: %s", curl_multi_strerror(mc));
+        if (wake.revents != 0)
+                worker_drain_wakes(w);
+}
+
+/* Lets curl make progress and handles every finished call. */
+static void worker_collect(struct worker_state *w)
+{
+        CURLMsg *msg;
+        int running, left;
+
+        curl_multi_perform(w->api.multi, &running);
+        while ((msg = curl_multi_info_read(w->api.multi, &left)) != NULL) {
+                struct api_call *call;
+
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+                worker_finished(w, call, msg->data.result);
         }
 }
 
 static void worker_run(struct worker_state *w)
 {
-        struct slot_job job = {.query = w->query};
-
         for (;;) {
-                if (sem_wait(&w->shm.header->work) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        log_fatal("waiting for work failed: %s", strerror(errno));
-                }
-                if (worker_take(w, &job))
-                        worker_handle(w, &job);
+                uint64_t wait_ns = (uint64_t)WORKER_MAX_POLL_MS * 1000000ULL;
+
+                worker_retry_due(w, &wait_ns);
+                worker_fill(w, &wait_ns);
+                worker_poll(w, wait_ns);
+                worker_collect(w);
         }
 }
 
-/* Reads the configuration that the daemon sends first on the socket. */
+/*
+ * Reads the configuration that the daemon sends first on the socket, so that a worker restarted
+ * later runs with the daemon's settings even if the file has been edited since.
+ */
 static void worker_read_conf(struct worker_state *w)
 {
         struct ipc_header h;
@@ -203,9 +467,7 @@ int main(int argc, char **argv)
         if (shm_attach(&w.shm, w.conf.shm_name, errors, sizeof(errors)) < 0)
                 log_fatal("%s", errors);
         atomic_store(&w.shm.header->workers[w.index].pid, (int32_t)getpid());
-        w.query = malloc(w.shm.header->max_query_bytes);
-        if (w.query == NULL)
-                log_fatal("out of memory");
+        srandom((unsigned)getpid() ^ (unsigned)shm_now_ns());
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || api_init(&w.api, &w.conf) < 0)
                 log_fatal("cannot set up libcurl");
         signal(SIGPIPE, SIG_IGN);
