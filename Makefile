@@ -40,7 +40,8 @@ COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot
 	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
-	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/page.o
+	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o \
+	 $(B)/daemon/page.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadgen/responder.o \
@@ -50,7 +51,8 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/check_slot.o $(B)/tests/check_ws.o $(B)/tests/check_api.o \
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/check_sched.o \
 	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
-	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o
+	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o \
+	$(B)/tests/check_query.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
 
@@ -91,7 +93,7 @@ $(B)/incsearch-demo-api: $(DEMOAPI)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC)
 
 $(B)/check_incsearchd: $(TESTS) $(COMMON) $(B)/daemon/ws.o $(B)/daemon/http.o \
-		$(B)/daemon/limit.o $(B)/worker/api.o $(B)/demo-api/places.o
+		$(B)/daemon/limit.o $(B)/daemon/query.o $(B)/worker/api.o $(B)/demo-api/places.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO)
 
 # libFuzzer targets, always built with clang and both sanitizers into build/fuzz/. Each runs

@@ -12,6 +12,7 @@
 
 #define CONF_DEFAULT_PATH "/etc/incsearchd.conf"
 #define CONF_MAX_HEADERS 16
+#define CONF_MAX_QUERY_BYTES 65536        /* upper bound of max_query_bytes */
 #define CONF_MAX_RATE_MILLI 1000000000ULL /* 1,000,000 tokens per second */
 #define CONF_MAX_BURST 1000000
 #define CONF_MAX_CONNECTIONS 16777216

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "reply.h"
 #include "slot.h"
+#include "query.h"
 #include "ws.h"
 
 /*
@@ -260,14 +261,70 @@ static void client_answer_locally(struct client *client, int64_t seq, const char
         shm_count(&d->shm, delivered);
 }
 
+/*
+ * The newest query read from one client in one batch of frames. Only it matters, because the
+ * latest query wins, so the older ones in a batch never reach the cache or the shared-memory
+ * lock. client_read_frames submits it when the batch ends.
+ */
+static struct {
+        struct client *client; /* NULL when no query is deferred */
+        int64_t seq;
+        size_t len;
+        char text[CONF_MAX_QUERY_BYTES];
+} client_batch;
+
+void client_batch_forget(struct client *client)
+{
+        if (client_batch.client == client)
+                client_batch.client = NULL;
+}
+
+/* Drops CLIENT's deferred query because a newer one replaced it. */
+static void client_batch_supersede(struct client *client)
+{
+        if (client_batch.client != client)
+                return;
+        client_batch.client = NULL;
+        shm_count(&daemon_state.shm, superseded);
+}
+
+/* Queues the deferred query for an API call, unless the cache or an equal call answers it. */
+static void client_batch_flush(void)
+{
+        struct daemon *d = &daemon_state;
+        struct client *client = client_batch.client;
+        int64_t seq = client_batch.seq;
+        const char *query = client_batch.text;
+        size_t len = client_batch.len;
+        int pushed, superseded;
+
+        if (client == NULL)
+                return;
+        client_batch.client = NULL;
+        if (cache_submit(client, seq, query, len))
+                return;
+
+        daemon_lock();
+        pushed = slot_submit(&d->shm, client->slot, (uint64_t)seq, query, (uint32_t)len,
+                             shm_now_ns(), &superseded);
+        shm_unlock(&d->shm);
+        if (superseded)
+                shm_count(&d->shm, superseded);
+        if (pushed)
+                supervisor_wake();
+        log_debug("client %llu slot %u: query seq %" PRId64 " (%zu bytes)%s",
+                  (unsigned long long)client->id, client->slot, seq, len,
+                  superseded ? ", superseding a pending one" : "");
+}
+
 static void client_submit(struct client *client, int64_t seq, const char *query, size_t len)
 {
         struct daemon *d = &daemon_state;
-        int pushed, superseded;
 
         shm_count(&d->shm, queries);
         client->last_seq = seq;
         cache_leave(client);
+        client_batch_supersede(client);
 
         if (len > d->conf.max_query_bytes) {
                 /* Echo only the allowed length, cut at a character boundary, so that a long
@@ -285,20 +342,12 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
                 client_answer_locally(client, seq, query, len, NULL, NULL);
                 return;
         }
-        if (cache_submit(client, seq, query, len))
-                return;
-
-        daemon_lock();
-        pushed = slot_submit(&d->shm, client->slot, (uint64_t)seq, query, (uint32_t)len,
-                             shm_now_ns(), &superseded);
-        shm_unlock(&d->shm);
-        if (superseded)
-                shm_count(&d->shm, superseded);
-        if (pushed)
-                supervisor_wake();
-        log_debug("client %llu slot %u: query seq %" PRId64 " (%zu bytes)%s",
-                  (unsigned long long)client->id, client->slot, seq, len,
-                  superseded ? ", superseding a pending one" : "");
+        if (client_batch.client != NULL)
+                client_batch_flush(); /* another client's, which cannot happen within one read */
+        client_batch.client = client;
+        client_batch.seq = seq;
+        client_batch.len = len;
+        memcpy(client_batch.text, query, len);
 }
 
 /*
@@ -307,7 +356,8 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
  */
 static void client_handle_message(struct client *client, const char *text, size_t len)
 {
-        struct json_tokener *tok;
+        static struct json_tokener *tok;
+        struct query_message message;
         json_object *obj, *q, *seq_obj;
         const char *s = text;
         int64_t seq;
@@ -325,9 +375,25 @@ static void client_handle_message(struct client *client, const char *text, size_
                 return;
         }
 
-        tok = json_tokener_new();
-        if (tok == NULL)
+        if (query_parse_fast(s, len - (size_t)(s - text), &message)) {
+                if (!message.has_seq) {
+                        seq = client->last_seq < 1 ? 1 : client->last_seq + 1;
+                } else if (message.seq <= client->last_seq) {
+                        client_send_error(client, message.seq, message.q, message.q_len,
+                                          REPLY_BAD_REQUEST,
+                                          "\"seq\" must increase with every query");
+                        return;
+                } else {
+                        seq = message.seq;
+                }
+                client_submit(client, seq, message.q, message.q_len);
                 return;
+        }
+
+        /* One tokener for the daemon's life: creating one per message costs a locale copy. */
+        if (tok == NULL && (tok = json_tokener_new()) == NULL)
+                return;
+        json_tokener_reset(tok);
         obj = json_tokener_parse_ex(tok, text, (int)len);
         if (obj == NULL || json_tokener_get_parse_end(tok) != len ||
             !json_object_is_type(obj, json_type_object)) {
@@ -364,7 +430,6 @@ static void client_handle_message(struct client *client, const char *text, size_
                       (size_t)json_object_get_string_len(q));
 done:
         json_object_put(obj);
-        json_tokener_free(tok);
 }
 
 /* Adds a text fragment to the message being assembled. Returns -1 if the client was closed. */
@@ -427,41 +492,51 @@ static int client_handle_frame(struct client *client, enum ws_frame_kind kind,
         return client->state == CLIENT_WEBSOCKET ? 0 : -1;
 }
 
-void client_read_frames(struct client *client)
+/* Reads and handles every complete frame in CLIENT's input. */
+static void client_read_batch(struct client *client)
 {
         struct evbuffer *in = bufferevent_get_input(client->bev);
+        size_t avail = evbuffer_get_length(in), done = 0;
+        uint8_t *buf;
 
         if (client->ping_sent)
                 client_alive(client);
-        while (client->state == CLIENT_WEBSOCKET) {
-                uint8_t head[WS_MAX_HEADER];
-                size_t avail = evbuffer_get_length(in);
-                size_t copied = avail < sizeof(head) ? avail : sizeof(head);
-                struct ws_frame frame;
-                enum ws_frame_kind kind;
-                uint8_t *buf;
+        if (avail == 0)
+                return;
 
-                /* Check the header first, so that a frame to reject is never waited for. */
-                evbuffer_copyout(in, head, copied);
-                kind = ws_parse(&client->parser, head, copied, &frame);
-                if (kind == WS_FRAME_MORE && (frame.size == 0 || frame.size > avail))
-                        return;
-                if (kind == WS_FRAME_MORE) {
-                        buf = evbuffer_pullup(in, (ev_ssize_t)frame.size);
-                        if (buf == NULL) {
-                                client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-                                return;
-                        }
-                        kind = ws_parse(&client->parser, buf, frame.size, &frame);
-                }
+        /*
+         * Parse from one contiguous view and drain once at the end: every drain below the read
+         * watermark re-arms the read event, which cost more than parsing when done per frame.
+         * The input is bounded by that watermark, so the view stays small.
+         */
+        buf = evbuffer_pullup(in, -1);
+        if (buf == NULL) {
+                client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+                return;
+        }
+        while (client->state == CLIENT_WEBSOCKET) {
+                struct ws_frame frame;
+                enum ws_frame_kind kind =
+                    ws_parse(&client->parser, buf + done, avail - done, &frame);
+
+                /* The header is checked first, so a frame to reject is never waited for. */
+                if (kind == WS_FRAME_MORE)
+                        break;
                 if (kind == WS_FRAME_ERROR) {
                         client_fail(client, client->parser.close_code, client->parser.error);
                         return;
                 }
                 if (client_handle_frame(client, kind, &frame) < 0)
                         return; /* the client may be freed, and nothing after a close counts */
-                evbuffer_drain(in, frame.size);
+                done += frame.size;
         }
+        evbuffer_drain(in, done);
+}
+
+void client_read_frames(struct client *client)
+{
+        client_read_batch(client);
+        client_batch_flush();
 }
 
 void client_upgraded(struct client *client)

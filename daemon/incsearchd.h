@@ -92,6 +92,9 @@ uint64_t server_now_ms(void);
 /* client.c: the WebSocket side of a connection */
 void client_upgraded(struct client *client);
 void client_read_frames(struct client *client);
+
+/* Drops CLIENT's query deferred by the current read, before CLIENT is freed. */
+void client_batch_forget(struct client *client);
 void client_send_text(struct client *client, const char *text, size_t len);
 void client_deliver(uint32_t slot, uint32_t generation, uint64_t seq, const char *body, size_t len);
 void client_write_drained(struct client *client);

@@ -74,6 +74,7 @@ void server_close_client(struct client *client)
                 d->rejecting--;
         else
                 d->connections--;
+        client_batch_forget(client);
         bufferevent_free(client->bev);
         free(client->message);
         free(client->pending);

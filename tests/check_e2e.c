@@ -725,6 +725,41 @@ START_TEST(e2e_workers_ignore_edited_config)
 }
 END_TEST
 
+/* Frames that arrive in one read: only the newest query is called, and it is answered. */
+START_TEST(e2e_batch_calls_latest)
+{
+        static const char *const words[] = {"s", "sw", "swi", "swit", "switz"};
+        uint8_t frames[2048];
+        size_t used = 0;
+        json_object *reply;
+        int fd;
+
+        harness_start(&e2e, NULL);
+        fd = e2e_connect();
+        for (unsigned round = 0; round < 8; round++) {
+                for (unsigned i = 0; i < 5; i++) {
+                        static const uint8_t mask[4] = {1, 2, 3, 4};
+                        char text[64];
+                        int n = snprintf(text, sizeof(text), "{\"q\":\"%s\",\"seq\":%u}", words[i],
+                                         round * 5 + i + 1);
+
+                        used += ws_header_encode(frames + used, 1, WS_OP_TEXT, (uint64_t)n, mask);
+                        memcpy(frames + used, text, (size_t)n);
+                        ws_mask(frames + used, (size_t)n, mask, 0);
+                        used += (size_t)n;
+                }
+        }
+        ck_assert_int_eq(wsc_send_raw(fd, frames, used), 0);
+        reply = e2e_next_json(fd, 5000);
+        ck_assert_int_eq(e2e_int(reply, "seq"), 40);
+        ck_assert(e2e_has_place(reply, "Switzerland"));
+        json_object_put(reply);
+        close(fd);
+        /* 40 queries in one write; a read may split them, but not into many batches. */
+        ck_assert_int_le(harness_api_stat(&e2e, "requests"), 3);
+}
+END_TEST
+
 START_TEST(e2e_invalid_config_exit)
 {
         char dir[] = "/tmp/incsearchd-conf-XXXXXX", conf[128], log[128], text[4096];
@@ -779,6 +814,7 @@ Suite *e2e_suite(void)
         tcase_add_test(tc, e2e_worker_crash_requeues);
         tcase_add_test(tc, e2e_invalid_config_exit);
         tcase_add_test(tc, e2e_seq_beyond_safe_integer);
+        tcase_add_test(tc, e2e_batch_calls_latest);
         tcase_add_test(tc, e2e_worker_killed_waiting_token);
         tcase_add_test(tc, e2e_second_instance_harmless);
         tcase_add_test(tc, e2e_workers_ignore_edited_config);

@@ -16,5 +16,6 @@ Suite *limit_suite(void);
 Suite *ws_protocol_suite(void);
 Suite *defence_suite(void);
 Suite *sched_suite(void);
+Suite *query_suite(void);
 
 #endif
