@@ -24,7 +24,7 @@ static inline int query_expect(struct query_cursor *c, char ch)
         return 1;
 }
 
-/* Reads a string with no escapes and no control characters; UTF-8 was checked by the codec. */
+/* Reads a string with no escapes and no control characters. The codec has checked UTF-8. */
 static inline int query_string(struct query_cursor *c, const char **start, size_t *len)
 {
         const char *s;

@@ -1,7 +1,7 @@
 /*
  * A fast parser for the client message every keystroke sends, {"q": "text", "seq": n}. It
- * handles the common shape only and leaves everything else to json-c, so it never accepts a
- * message json-c would reject.
+ * takes the common shape only, which json-c parses to the same query and seq (check_query.c
+ * compares the two), and leaves every other message to json-c.
  */
 #ifndef INCSEARCHD_QUERY_H
 #define INCSEARCHD_QUERY_H
@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 struct query_message {
-        const char *q; /* points into the message; no escapes to undo */
+        const char *q; /* points into the message, with no escapes to undo */
         size_t q_len;
         int has_seq;
         int64_t seq; /* 0 to 2^53-1 when has_seq */
