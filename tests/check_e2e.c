@@ -604,11 +604,18 @@ START_TEST(e2e_seq_beyond_safe_integer)
 }
 END_TEST
 
-/* Kills every worker of the daemon with SIGKILL. Returns how many there were. */
+/*
+ * Kills every worker of the daemon with SIGKILL, once both have started: the daemon listens
+ * before it starts them, so an open port does not mean they run. Returns how many it killed.
+ */
 static unsigned e2e_kill_workers(void)
 {
         pid_t workers[8];
-        unsigned n = e2e_children(e2e.daemon_pid, workers, 8);
+        unsigned n = 0;
+
+        for (int waited = 0; (n = e2e_children(e2e.daemon_pid, workers, 8)) < 2 && waited < 5000;
+             waited += 50)
+                e2e_sleep_ms(50);
 
         for (unsigned i = 0; i < n; i++)
                 ck_assert_int_eq(kill(workers[i], SIGKILL), 0);
