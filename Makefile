@@ -4,7 +4,8 @@
 # clang and libclang-rt-14-dev build the libFuzzer targets; python3-websockets is the
 # independent client of the interoperability test.
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
-	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium
+	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium \
+	   libsystemd-dev systemd mandoc
 
 # The browser test drives this Chromium with playwright-core from tests/browser/node_modules.
 CHROMIUM = /usr/bin/chromium
@@ -22,7 +23,7 @@ B = build
 endif
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Icommon -Idaemon -Iworker -Idemo-api -MMD -MP
-PKG_LIBS = libevent json-c libcrypto libcurl
+PKG_LIBS = libevent json-c libcrypto libcurl libsystemd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKG_LIBS) check 2>/dev/null)
 CFLAGS += $(PKG_CFLAGS)
 
@@ -31,16 +32,19 @@ JSONC = $(shell pkg-config --libs json-c)
 CRYPTO = $(shell pkg-config --libs libcrypto)
 CURL = $(shell pkg-config --libs libcurl)
 CHECK = $(shell pkg-config --libs check)
+SYSTEMD = $(shell pkg-config --libs libsystemd)
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 
 COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot.o \
-	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o
+	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o $(B)/common/histogram.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
-	 $(B)/daemon/shutdown.o $(B)/daemon/page.o
+	 $(B)/daemon/shutdown.o $(B)/daemon/page.o $(B)/daemon/stats.o $(B)/daemon/metrics.o \
+	 $(B)/daemon/control.o $(B)/daemon/reload.o $(B)/daemon/notify.o
+CTL = $(B)/ctl/incsearchctl.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.o \
@@ -49,7 +53,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/harness.o $(B)/tests/check_http.o $(B)/tests/check_limit.o \
 	$(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o
 
-PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
+PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 
 .PHONY: all deps run check test browser-test fuzz fuzz-build install clean format
 
@@ -78,7 +82,10 @@ $(B)/daemon/page.o: daemon/page.S daemon/page/index.html daemon/page/incsearch.j
 	$(CC) -c -o $@ daemon/page.S
 
 $(B)/incsearchd: $(DAEMON) $(COMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO) $(SYSTEMD)
+
+$(B)/incsearchctl: $(CTL)
+	$(CC) $(LDFLAGS) -o $@ $^ $(JSONC)
 
 $(B)/incsearchd-worker: $(WORKER) $(COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CURL) $(JSONC)
@@ -166,7 +173,7 @@ install: all
 		$(DESTDIR)/lib/systemd/system/incsearchd.service
 
 format:
-	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
+	clang-format -i common/*.[ch] daemon/*.[ch] ctl/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
 		fuzz/*.c
 
 clean:

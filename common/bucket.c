@@ -60,3 +60,14 @@ int bucket_take(struct bucket *b, uint64_t now_ns, uint64_t *wait_ns)
         }
         return -1;
 }
+
+void bucket_reconfigure(struct bucket *b, uint64_t rate_milli, uint32_t burst, uint64_t now_ns)
+{
+        bucket_refill(b, now_ns);
+        b->rate_milli = rate_milli;
+        b->capacity = (int64_t)burst * BUCKET_UNIT;
+        if (b->tokens > b->capacity)
+                b->tokens = b->capacity;
+        /* Time not yet turned into tokens starts over, so the new rate never pays for it twice. */
+        b->last_refill_ns = now_ns;
+}

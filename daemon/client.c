@@ -266,6 +266,8 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
 
         shm_count(&d->shm, queries);
         client->last_seq = seq;
+        client->queries++;
+        client->last_query_ns = shm_now_ns();
 
         if (len > d->conf.max_query_bytes) {
                 /* Echo only the allowed length, cut at a character boundary, so that a long
@@ -497,4 +499,7 @@ void client_deliver(uint32_t slot, uint32_t generation, uint64_t seq, const char
         client_send_text(client, body, len);
         client->last_delivered = (int64_t)seq;
         shm_count(&d->shm, delivered);
+        if ((int64_t)seq == client->last_seq)
+                histogram_record(&d->shm.header->keystroke,
+                                 (shm_now_ns() - client->last_query_ns) / 1000);
 }

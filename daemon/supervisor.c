@@ -171,8 +171,29 @@ static void supervisor_spawn(unsigned index)
         w->bev = bufferevent_socket_new(d->base, fds[0], BEV_OPT_CLOSE_ON_FREE);
         bufferevent_setcb(w->bev, supervisor_read_cb, NULL, supervisor_event_cb,
                           (void *)(uintptr_t)index);
-        bufferevent_enable(w->bev, EV_READ);
+        bufferevent_enable(w->bev, EV_READ | EV_WRITE);
         log_info("worker %u started, pid %d", index, (int)pid);
+}
+
+/*
+ * Queues the daemon's configuration to every running worker, which applies it between API
+ * calls. A worker started later gets it at start.
+ */
+void supervisor_send_conf(void)
+{
+        struct daemon *d = &daemon_state;
+        struct ipc_header h = {.magic = IPC_MAGIC, .type = IPC_CONF, .length = sizeof(d->conf)};
+
+        for (unsigned i = 0; i < d->conf.workers; i++) {
+                struct worker *w = &d->workers[i];
+
+                if (w->pid == 0 || w->bev == NULL)
+                        continue;
+                if (bufferevent_write(w->bev, &h, sizeof(h)) < 0 ||
+                    bufferevent_write(w->bev, &d->conf, sizeof(d->conf)) < 0)
+                        log_error("worker %u (pid %d): cannot queue the configuration", i,
+                                  (int)w->pid);
+        }
 }
 
 void supervisor_start(void)

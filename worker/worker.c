@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ struct worker_state {
         enum ipc_status last_status;
         uint64_t failures; /* consecutive failed calls, for logging once per episode */
 };
+
+static void worker_read_conf(struct worker_state *w);
 
 static void worker_sleep_ns(uint64_t ns)
 {
@@ -60,6 +63,25 @@ static void worker_log_outcome(struct worker_state *w, const struct slot_job *jo
                           message);
 }
 
+/* Counts a failed call by kind, from the status and the HTTP code of the answer, if any. */
+static void worker_count_error(struct worker_state *w, enum ipc_status status)
+{
+        long http = 0;
+
+        shm_count(&w->shm, api_errors);
+        curl_easy_getinfo(w->api.curl, CURLINFO_RESPONSE_CODE, &http);
+        if (status == IPC_STATUS_TIMEOUT)
+                shm_count(&w->shm, api_timeouts);
+        else if (http == 429)
+                shm_count(&w->shm, api_429);
+        else if (http >= 500 && http <= 599)
+                shm_count(&w->shm, api_5xx);
+        else if (http >= 200 && http <= 299)
+                shm_count(&w->shm, api_bad_body);
+        else
+                shm_count(&w->shm, api_failed);
+}
+
 static void worker_handle(struct worker_state *w, const struct slot_job *job)
 {
         struct ipc_header h = {.magic = IPC_MAGIC, .type = IPC_RESULT};
@@ -71,11 +93,14 @@ static void worker_handle(struct worker_state *w, const struct slot_job *job)
         char *body;
 
         shm_count(&w->shm, api_calls);
+        atomic_fetch_add_explicit(&w->shm.header->workers[w->index].requests, 1,
+                                  memory_order_relaxed);
         status =
             api_call(&w->api, job->query, job->query_len, &error_code, message, sizeof(message));
         took = shm_now_ns() - start;
+        histogram_record(&w->shm.header->api_time, took / 1000);
         if (status != IPC_STATUS_OK)
-                shm_count(&w->shm, api_errors);
+                worker_count_error(w, status);
         worker_log_outcome(w, job, status, message);
         w->last_status = status;
         log_debug("slot %u seq %" PRIu64 ": API call took %.1f ms, status %d", job->slot, job->seq,
@@ -124,11 +149,36 @@ static int worker_take(struct worker_state *w, struct slot_job *job)
                 }
                 shm_unlock(&w->shm);
 
-                if (r == SLOT_TAKE_OK)
+                if (r == SLOT_TAKE_OK) {
+                        histogram_record(
+                            &w->shm.header->queue_wait,
+                            now > job->pending_since_ns ? (now - job->pending_since_ns) / 1000 : 0);
                         return 1;
+                }
                 if (r == SLOT_TAKE_EMPTY)
                         return 0;
                 worker_sleep_ns(wait_ns);
+        }
+}
+
+/*
+ * Applies a configuration the daemon sent since the last call (a reload or a log level change),
+ * between API calls. Settings that need a restart never differ: the daemon keeps their values.
+ */
+static void worker_apply_conf(struct worker_state *w)
+{
+        struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
+
+        while (poll(&pfd, 1, 0) == 1) {
+                worker_read_conf(w);
+                log_level = w->conf.log_level;
+                api_free(&w->api);
+                if (api_init(&w->api, &w->conf) < 0)
+                        log_fatal("cannot set up libcurl with the reloaded configuration");
+                log_info("configuration applied: API rate %" PRIu64 ".%03" PRIu64
+                         "/s burst %u, timeout %u ms, log level %s",
+                         w->conf.rate_milli / 1000, w->conf.rate_milli % 1000, w->conf.burst,
+                         w->conf.api_timeout_ms, log_level_name(log_level));
         }
 }
 
@@ -142,6 +192,7 @@ static void worker_run(struct worker_state *w)
                                 continue;
                         log_fatal("waiting for work failed: %s", strerror(errno));
                 }
+                worker_apply_conf(w);
                 if (worker_take(w, &job))
                         worker_handle(w, &job);
         }
