@@ -581,7 +581,10 @@ void conf_dump(const struct conf *conf, FILE *out)
         fprintf(out, "[server]\n");
         fprintf(out, "listen = %s%s%s:%u\n", v6 ? "[" : "", conf->listen_host, v6 ? "]" : "",
                 conf->listen_port);
-        fprintf(out, "max_connections = %u\n", conf->max_connections);
+        if (conf->max_connections == 0)
+                fprintf(out, "# max_connections is derived from the open-file limit at start\n");
+        else
+                fprintf(out, "max_connections = %u\n", conf->max_connections);
         fprintf(out, "max_new_connections_per_second = %u\n", conf->max_new_connections_per_second);
         fprintf(out, "max_connections_per_ip = %u\n", conf->max_connections_per_ip);
         fprintf(out, "handshake_timeout_ms = %u\n", conf->handshake_timeout_ms);

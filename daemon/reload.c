@@ -67,8 +67,13 @@ void reload_set_log_level(enum log_level level)
 {
         struct daemon *d = &daemon_state;
 
+        enum log_level old = log_level;
+
+        /* Logged at info under whichever of the two levels shows it, before or after. */
+        log_info("log level set to %s from %s", log_level_name(level), log_level_name(old));
         d->conf.log_level = level;
         log_level = level;
+        if (old < LOG_LEVEL_INFO)
+                log_info("log level set to %s from %s", log_level_name(level), log_level_name(old));
         supervisor_send_conf();
-        log_info("log level set to %s", log_level_name(level));
 }

@@ -21,6 +21,7 @@ int main(void)
         srunner_add_suite(runner, e2e_suite());
         srunner_add_suite(runner, ws_protocol_suite());
         srunner_add_suite(runner, defence_suite());
+        srunner_add_suite(runner, ops_suite());
         srunner_run_all(runner, CK_NORMAL);
         failed = srunner_ntests_failed(runner);
         srunner_free(runner);

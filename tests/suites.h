@@ -15,5 +15,6 @@ Suite *http_suite(void);
 Suite *limit_suite(void);
 Suite *ws_protocol_suite(void);
 Suite *defence_suite(void);
+Suite *ops_suite(void);
 
 #endif
