@@ -55,7 +55,8 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test browser-test fuzz fuzz-build install clean format
+.PHONY: all deps run check test browser-test fuzz fuzz-build install uninstall lint-man \
+	install-test clean format
 
 all: $(PROGRAMS)
 
@@ -135,14 +136,17 @@ run: deps
 	echo; echo "incsearchd demo: open http://127.0.0.1:8080/ (Ctrl-C stops it)"; echo; \
 	$(B)/incsearchd -c etc/incsearchd.conf
 
-# The whole check: the tests, the fuzzers, the browser test, then the tests again under ASan
-# and UBSan.
+# The whole check: the tests, mandoc's lint of the man pages, the install test (which also runs
+# systemd-analyze verify), the fuzzers, the browser test, then the tests again under ASan and
+# UBSan.
 # With SANITIZE=1 it runs only the sanitized tests.
 check: deps
 ifeq ($(SANITIZE),1)
 	@$(MAKE) --no-print-directory SANITIZE=1 test
 else
 	@$(MAKE) --no-print-directory test
+	@$(MAKE) --no-print-directory lint-man
+	@$(MAKE) --no-print-directory install-test
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory browser-test
 	@$(MAKE) --no-print-directory SANITIZE=1 test
@@ -164,13 +168,61 @@ browser-test: $(PROGRAMS)
 		INCSEARCHD_BUILD=$(abspath $(B)) CHROMIUM=$(CHROMIUM) node --test page.test.js; \
 	fi
 
+# PREFIX and DESTDIR as usual; the unit and the sysusers.d file go where systemd reads them
+# whatever PREFIX is. The config is installed only when none is there, mode 0600 and, outside
+# DESTDIR as root, owned by the incsearchd user that systemd-sysusers creates.
+UNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/incsearchd
+INSTALLED = $(SBINDIR)/incsearchd $(SBINDIR)/incsearchd-worker $(SBINDIR)/incsearchctl \
+	    $(UNITDIR)/incsearchd.service $(SYSUSERSDIR)/incsearchd.conf \
+	    $(MANDIR)/man8/incsearchd.8 $(MANDIR)/man8/incsearchctl.8 \
+	    $(MANDIR)/man5/incsearchd.conf.5 $(DATADIR)/index.html $(DATADIR)/incsearch.js
+
 install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)/lib/systemd/system
-	install -m 755 $(B)/incsearchd $(B)/incsearchd-worker $(DESTDIR)$(SBINDIR)
-	test -e $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf || \
-		install -m 640 etc/incsearchd.conf $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf
-	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/incsearchd.service > \
-		$(DESTDIR)/lib/systemd/system/incsearchd.service
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(DATADIR)
+	install -m 755 $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(DESTDIR)$(SBINDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/incsearchd.service > \
+		$(DESTDIR)$(UNITDIR)/incsearchd.service
+	install -m 644 systemd/incsearchd.sysusers $(DESTDIR)$(SYSUSERSDIR)/incsearchd.conf
+	install -m 644 man/incsearchd.8 man/incsearchctl.8 $(DESTDIR)$(MANDIR)/man8
+	install -m 644 man/incsearchd.conf.5 $(DESTDIR)$(MANDIR)/man5
+	install -m 644 daemon/page/index.html daemon/page/incsearch.js $(DESTDIR)$(DATADIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v systemd-sysusers >/dev/null; then \
+		systemd-sysusers $(SYSUSERSDIR)/incsearchd.conf; \
+	fi
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf ]; then \
+		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf"; \
+	else \
+		install -m 600 etc/incsearchd.conf $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf; \
+		if [ -z "$(DESTDIR)" ] && id incsearchd >/dev/null 2>&1; then \
+			chown incsearchd:incsearchd $(SYSCONFDIR)/incsearchd.conf; \
+		fi; \
+	fi
+
+# Removes what install put there, and the config only while it is unchanged. The incsearchd
+# user stays, as Debian packages leave theirs, since files may still belong to it.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
+	@if cmp -s etc/incsearchd.conf $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf: it differs from the one installed"; \
+	fi
+
+# mandoc's lint of the three man pages; style messages count as failures too.
+lint-man:
+	mandoc -Tlint man/incsearchd.8 man/incsearchctl.8 man/incsearchd.conf.5
+
+# Installs into a temporary DESTDIR, runs the installed daemon against the demo API, drives it
+# with incsearchctl, and checks the installed unit with systemd-analyze verify. It runs Debian's
+# /usr/bin/python3, since python3-websockets installs there. About 2 seconds.
+install-test: all
+	/usr/bin/python3 tests/install_test.py $(abspath $(B))
 
 format:
 	clang-format -i common/*.[ch] daemon/*.[ch] ctl/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
