@@ -26,7 +26,7 @@ uint64_t histogram_bound_us(unsigned i);
 
 /*
  * Returns an estimate of the PERCENT (0 to 100) percentile in microseconds: the upper bound of
- * the bucket that holds that rank, capped at the largest value recorded. Returns 0 when empty.
+ * the bucket that contains that rank, capped at the largest value recorded. Returns 0 when empty.
  */
 uint64_t histogram_percentile_us(const struct histogram *h, unsigned percent);
 

@@ -59,8 +59,8 @@ struct shm_counters {
         _Atomic uint64_t api_calls;     /* calls made to the API */
         _Atomic uint64_t api_errors;    /* calls that ended in an error of any kind */
         _Atomic uint64_t api_timeouts;  /* calls that took longer than timeout_ms */
-        _Atomic uint64_t api_5xx;       /* answers with an HTTP 5xx status */
-        _Atomic uint64_t api_429;       /* answers with HTTP 429 */
+        _Atomic uint64_t api_5xx;       /* responses with an HTTP 5xx status */
+        _Atomic uint64_t api_429;       /* responses with HTTP 429 */
         _Atomic uint64_t api_bad_body;  /* 2xx answers whose body was not valid JSON or too large */
         _Atomic uint64_t api_failed;    /* other errors: no connection, other 4xx, URL too long */
         _Atomic uint64_t clients_total; /* WebSocket connections upgraded since start */

@@ -123,7 +123,12 @@ static json_object *control_workers(const char *arg)
                 const struct worker *w = &d->workers[i];
                 const struct shm_worker *sw = &d->shm.header->workers[i];
                 json_object *entry = json_object_new_object();
-                const char *state = w->pid == 0 ? "restarting" : sw->busy ? "api_call" : "idle";
+                const char *state = "idle";
+
+                if (w->pid == 0)
+                        state = "restarting";
+                else if (sw->busy)
+                        state = "api_call";
 
                 json_object_object_add(entry, "index", json_object_new_uint64(i));
                 json_object_object_add(entry, "pid", json_object_new_int(w->pid));
@@ -296,7 +301,7 @@ static void control_accept_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Removes PATH if it is a socket that nobody listens on, left by a daemon that died. Returns
+ * Removes PATH if it is a socket that no process listens on, left by a daemon that died. Returns
  * 0 when PATH is free to bind, or -1 with the reason logged.
  */
 static int control_clear_stale(const char *path, const struct sockaddr_un *addr)

@@ -313,6 +313,7 @@ int main(int argc, char **argv)
                 log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
         }
         d->started_ns = shm_now_ns();
+        d->max_result_bytes_seen = d->conf.max_result_bytes;
         supervisor_start();
         notify_start_watchdog();
         notify_ready();

@@ -85,7 +85,9 @@ struct daemon {
 
         uint64_t started_ns;   /* CLOCK_MONOTONIC */
         uint32_t clients_peak; /* most WebSocket clients connected at once */
-        int control_fd;        /* listening control socket, -1 if none */
+        /* The largest max_result_bytes since start: a worker may still send under an old one. */
+        uint32_t max_result_bytes_seen;
+        int control_fd; /* listening control socket, -1 if none */
         struct event *control_event;
         struct event *watchdog_timer;
 };

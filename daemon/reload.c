@@ -46,6 +46,8 @@ int reload_conf(char *message, size_t message_len)
                          changed, kept == 1 ? "applies" : "apply", kept == 1 ? "" : "s");
         d->conf = reload_next;
         log_level = d->conf.log_level;
+        if (d->conf.max_result_bytes > d->max_result_bytes_seen)
+                d->max_result_bytes_seen = d->conf.max_result_bytes;
 
         daemon_lock();
         bucket_reconfigure(&d->shm.header->bucket, d->conf.rate_milli, d->conf.burst, shm_now_ns());

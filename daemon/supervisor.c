@@ -49,7 +49,7 @@ static int supervisor_read_messages(unsigned index)
         struct daemon *d = &daemon_state;
         struct worker *w = &d->workers[index];
         struct evbuffer *in = bufferevent_get_input(w->bev);
-        size_t max_body = ipc_max_body(d->conf.max_result_bytes, d->conf.max_query_bytes);
+        size_t max_body = ipc_max_body(d->max_result_bytes_seen, d->conf.max_query_bytes);
 
         for (;;) {
                 struct ipc_header h;

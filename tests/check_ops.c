@@ -104,7 +104,7 @@ static double ops_number(json_object *obj, const char *path)
         return json_object_get_double(obj);
 }
 
-/* Sends query TEXT with SEQ and waits for the text frame answering it. */
+/* Sends query TEXT with SEQ and waits for the text frame that replies to it. */
 static json_object *ops_query(int fd, const char *text, long long seq)
 {
         char message[256];
@@ -267,29 +267,38 @@ START_TEST(conf_dump_every_key)
 }
 END_TEST
 
+/* Writes TEXT to a new file in /tmp, mode 0600, and returns its path in PATH. */
+static void ops_write_temp(char *path, size_t len, const char *text)
+{
+        FILE *f;
+        int fd;
+
+        snprintf(path, len, "/tmp/incsearchd-ops-XXXXXX");
+        fd = mkstemp(path);
+        ck_assert_int_ge(fd, 0);
+        f = fdopen(fd, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(text, f);
+        fclose(f);
+}
+
 START_TEST(conf_secret_readable_rejected)
 {
         char path[64], errors[1024];
         struct conf *conf = malloc(sizeof(*conf));
-        FILE *f;
-        int fd;
 
-        snprintf(path, sizeof(path), "/tmp/incsearchd-secret-XXXXXX");
-        fd = mkstemp(path);
-        ck_assert_int_ge(fd, 0);
-        f = fdopen(fd, "w");
-        fputs("[api]\nurl = http://127.0.0.1:1/s?q={q}\nrate = 1\nburst = 1\n"
-              "header = X-Api-Key: TOPSECRET\n",
-              f);
-        fclose(f);
-
+        ops_write_temp(path, sizeof(path),
+                       "[api]\nurl = http://127.0.0.1:1/s?q={q}\nrate = 1\nburst = 1\n"
+                       "header = X-Api-Key: TOPSECRET\n");
         ck_assert_int_eq(conf_load(conf, path, errors, sizeof(errors)), 0);
+
         chmod(path, 0640);
         ck_assert_int_eq(conf_load(conf, path, errors, sizeof(errors)), 1);
         ck_assert_ptr_nonnull(strstr(errors, ":5: the file contains an API header"));
         ck_assert_ptr_nonnull(strstr(errors, "readable by its group (mode 0640)"));
         ck_assert_ptr_nonnull(strstr(errors, "run chmod 600"));
         ck_assert_ptr_null(strstr(errors, "TOPSECRET"));
+
         chmod(path, 0604);
         ck_assert_int_eq(conf_load(conf, path, errors, sizeof(errors)), 1);
         ck_assert_ptr_nonnull(strstr(errors, "readable by others"));
@@ -300,35 +309,26 @@ END_TEST
 
 START_TEST(conf_metrics_allow_prefixes)
 {
-        struct conf_prefix p[2];
         struct conf *conf = malloc(sizeof(*conf));
         uint8_t v4[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3};
         uint8_t v6[16] = {0xfd, 0x12};
         char path[64], errors[1024];
-        FILE *f;
-        int fd;
 
-        snprintf(path, sizeof(path), "/tmp/incsearchd-prefix-XXXXXX");
-        fd = mkstemp(path);
-        f = fdopen(fd, "w");
-        fputs("[server]\nmetrics_allow = 10.0.0.0/8 fd00::/8\n"
-              "[api]\nurl = http://127.0.0.1:1/s?q={q}\nrate = 1\nburst = 1\n",
-              f);
-        fclose(f);
+        ops_write_temp(path, sizeof(path),
+                       "[server]\nmetrics_allow = 10.0.0.0/8 fd00::/8\n"
+                       "[api]\nurl = http://127.0.0.1:1/s?q={q}\nrate = 1\nburst = 1\n");
         ck_assert_int_eq(conf_load(conf, path, errors, sizeof(errors)), 0);
+        unlink(path);
         ck_assert_uint_eq(conf->metrics_prefix_count, 2);
         ck_assert(conf_prefix_match(conf->metrics_prefixes, 2, v4));
         ck_assert(conf_prefix_match(conf->metrics_prefixes, 2, v6));
         v4[12] = 11;
         ck_assert(!conf_prefix_match(conf->metrics_prefixes, 2, v4));
-        memcpy(p, conf->metrics_prefixes, sizeof(p));
-        ck_assert(!conf_prefix_match(p, 0, v6));
+        ck_assert(!conf_prefix_match(conf->metrics_prefixes, 0, v6));
 
-        f = fopen(path, "w");
-        fputs("[server]\nmetrics_allow = 10.0.0.0/33\n"
-              "[api]\nurl = http://127.0.0.1:1/s?q={q}\nrate = 1\nburst = 1\n",
-              f);
-        fclose(f);
+        ops_write_temp(path, sizeof(path),
+                       "[server]\nmetrics_allow = 10.0.0.0/33\n"
+                       "[api]\nurl = http://127.0.0.1:1/s?q={q}\nrate = 1\nburst = 1\n");
         ck_assert_int_eq(conf_load(conf, path, errors, sizeof(errors)), 1);
         ck_assert_ptr_nonnull(strstr(errors, ":2: invalid value '10.0.0.0/33' for metrics_allow"));
         unlink(path);
@@ -446,7 +446,7 @@ START_TEST(reload_rate_keeps_clients)
         ck_assert(ops_number(status, "bucket.tokens") <= 2);
         json_object_put(status);
 
-        /* The same connection still gets answers, and the port did not move. */
+        /* The same connection still gets results, and the port did not move. */
         reply = ops_query(fd, "chil", 2);
         json_object_put(reply);
         ck_assert_int_eq(harness_wait_port(ops.port, 1000), 0);

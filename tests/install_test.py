@@ -167,7 +167,7 @@ async def drive(installed, port):
         check(installed.status()["clients"]["total"] == 1,
               "the client reconnected: the reload dropped its connection")
 
-        # An invalid file changes nothing and the daemon says why.
+        # An invalid file changes nothing, and the daemon returns its errors.
         installed.set_key("burst", "0")
         out = installed.ctl("reload", expect=1)
         check("invalid value '0' for burst" in out, f"reload of a bad file said: {out}")

@@ -63,7 +63,7 @@ static void worker_log_outcome(struct worker_state *w, const struct slot_job *jo
                           message);
 }
 
-/* Counts a failed call by kind, from the status and the HTTP code of the answer, if any. */
+/* Counts a failed call by kind, from the status and the HTTP code of the response, if any. */
 static void worker_count_error(struct worker_state *w, enum ipc_status status)
 {
         long http = 0;
