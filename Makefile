@@ -214,9 +214,10 @@ uninstall:
 		echo "keeping $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf: it differs from the one installed"; \
 	fi
 
-# mandoc's lint of the three man pages; style messages count as failures too.
+# mandoc's lint of the three man pages; style messages count as failures too. It runs in man/
+# so that mandoc finds the pages they refer to each other.
 lint-man:
-	mandoc -Tlint man/incsearchd.8 man/incsearchctl.8 man/incsearchd.conf.5
+	cd man && mandoc -Tlint incsearchd.8 incsearchctl.8 incsearchd.conf.5
 
 # Installs into a temporary DESTDIR, runs the installed daemon against the demo API, drives it
 # with incsearchctl, and checks the installed unit with systemd-analyze verify. It runs Debian's

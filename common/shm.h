@@ -64,6 +64,7 @@ struct shm_counters {
         _Atomic uint64_t api_bad_body;  /* 2xx answers whose body was not valid JSON or too large */
         _Atomic uint64_t api_failed;    /* other errors: no connection, other 4xx, URL too long */
         _Atomic uint64_t clients_total; /* WebSocket connections upgraded since start */
+        /* TODO: no code increments these two until the result cache and coalescing exist. */
         _Atomic uint64_t cache_hits;    /* queries answered from the result cache */
         _Atomic uint64_t coalesced;     /* queries that shared another client's API call */
         _Atomic uint64_t delivered;     /* results and errors sent to clients */
