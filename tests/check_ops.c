@@ -4,6 +4,7 @@
  * notifications against the real daemon on loopback.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -342,7 +343,12 @@ START_TEST(ctl_status_figures_move)
         json_object *before, *after, *reply;
         int fd;
 
+        struct stat st;
+
         harness_start(&ops, NULL);
+        ck_assert_int_eq(stat(ops.control_path, &st), 0);
+        ck_assert(S_ISSOCK(st.st_mode));
+        ck_assert_uint_eq(st.st_mode & 0777, 0660);
         before = ops_status();
         ck_assert_int_eq((int)ops_number(before, "workers.alive"), 2);
         ck_assert_int_eq((int)ops_number(before, "clients.now"), 0);
@@ -610,13 +616,13 @@ END_TEST
 START_TEST(privileges_dropped_as_root)
 {
         static const struct harness_options options = {.extra_server = "user = nobody\n"};
-        char path[64], line[256];
+        char path[64], line[256], out[4096];
+        struct stat st;
         int uid = -1;
         FILE *f;
 
         if (geteuid() != 0)
                 return; /* only root can switch users */
-        /* The daemon re-reads nothing from the test folder, but its workers must reach it. */
         harness_start(&ops, &options);
         snprintf(path, sizeof(path), "/proc/%d/status", (int)ops.daemon_pid);
         f = fopen(path, "r");
@@ -627,6 +633,11 @@ START_TEST(privileges_dropped_as_root)
         fclose(f);
         ck_assert_int_eq(uid, 65534);
         ck_assert(ops_wait_log("switched to user nobody"));
+
+        /* The control socket belongs to nobody's group, and root can still use it. */
+        ck_assert_int_eq(stat(ops.control_path, &st), 0);
+        ck_assert_uint_eq(st.st_gid, getpwnam("nobody")->pw_gid);
+        ck_assert_int_eq(ops_ctl("status", out, sizeof(out)), 0);
 }
 END_TEST
 
