@@ -4,7 +4,8 @@
 # clang and libclang-rt-14-dev build the libFuzzer targets; python3-websockets is the
 # independent client of the interoperability test.
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
-	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium faketime
+	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium faketime \
+	   libsystemd-dev systemd mandoc
 
 # The browser test drives this Chromium with playwright-core from tests/browser/node_modules.
 CHROMIUM = /usr/bin/chromium
@@ -22,7 +23,7 @@ B = build
 endif
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Icommon -Idaemon -Iworker -Idemo-api -MMD -MP
-PKG_LIBS = libevent json-c libcrypto libcurl
+PKG_LIBS = libevent json-c libcrypto libcurl libsystemd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKG_LIBS) check 2>/dev/null)
 CFLAGS += $(PKG_CFLAGS)
 
@@ -31,17 +32,20 @@ JSONC = $(shell pkg-config --libs json-c)
 CRYPTO = $(shell pkg-config --libs libcrypto)
 CURL = $(shell pkg-config --libs libcurl)
 CHECK = $(shell pkg-config --libs check)
+SYSTEMD = $(shell pkg-config --libs libsystemd)
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 
 COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot.o \
-	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o
+	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o $(B)/common/histogram.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
-	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o \
-	 $(B)/daemon/page.o
+	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o $(B)/daemon/page.o \
+	 $(B)/daemon/stats.o $(B)/daemon/metrics.o $(B)/daemon/control.o $(B)/daemon/reload.o \
+	 $(B)/daemon/notify.o
+CTL = $(B)/ctl/incsearchctl.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadgen/responder.o \
@@ -52,12 +56,12 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/check_sched.o \
 	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
 	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o \
-	$(B)/tests/check_query.o
+	$(B)/tests/check_query.o $(B)/tests/check_ops.o
 
-PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearch-demo-api
+PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 
-.PHONY: all deps run check test browser-test fuzz fuzz-build bench bench-cache install clean \
-	format
+.PHONY: all deps run check test browser-test fuzz fuzz-build bench bench-cache install \
+	uninstall lint-man install-test clean format
 
 all: $(PROGRAMS)
 
@@ -84,7 +88,10 @@ $(B)/daemon/page.o: daemon/page.S daemon/page/index.html daemon/page/incsearch.j
 	$(CC) -c -o $@ daemon/page.S
 
 $(B)/incsearchd: $(DAEMON) $(COMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO) $(SYSTEMD)
+
+$(B)/incsearchctl: $(CTL)
+	$(CC) $(LDFLAGS) -o $@ $^ $(JSONC)
 
 $(B)/incsearchd-worker: $(WORKER) $(COMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CURL) $(JSONC)
@@ -137,14 +144,17 @@ run: deps
 	echo; echo "incsearchd demo: open http://127.0.0.1:8080/ (Ctrl-C stops it)"; echo; \
 	$(B)/incsearchd -c etc/incsearchd.conf
 
-# The whole check: the tests, the fuzzers, the browser test, then the tests again under ASan
-# and UBSan.
+# The whole check: the tests, mandoc's lint of the man pages, the install test (which also runs
+# systemd-analyze verify), the fuzzers, the browser test, then the tests again under ASan and
+# UBSan.
 # With SANITIZE=1 it runs only the sanitized tests.
 check: deps
 ifeq ($(SANITIZE),1)
 	@$(MAKE) --no-print-directory SANITIZE=1 test
 else
 	@$(MAKE) --no-print-directory test
+	@$(MAKE) --no-print-directory lint-man
+	@$(MAKE) --no-print-directory install-test
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory browser-test
 	@$(MAKE) --no-print-directory SANITIZE=1 test
@@ -179,17 +189,66 @@ bench: deps
 bench-cache: $(PROGRAMS) $(B)/check_incsearchd
 	INCSEARCHD_BUILD=$(abspath $(B)) CK_RUN_SUITE=sched CK_RUN_CASE=trace $(B)/check_incsearchd
 
+# PREFIX and DESTDIR as usual; the unit and the sysusers.d file go where systemd reads them
+# whatever PREFIX is. The config is installed only when none is there, mode 0600 and, outside
+# DESTDIR as root, owned by the incsearchd user that systemd-sysusers creates.
+UNITDIR ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/incsearchd
+INSTALLED = $(SBINDIR)/incsearchd $(SBINDIR)/incsearchd-worker $(SBINDIR)/incsearchctl \
+	    $(UNITDIR)/incsearchd.service $(SYSUSERSDIR)/incsearchd.conf \
+	    $(MANDIR)/man8/incsearchd.8 $(MANDIR)/man8/incsearchctl.8 \
+	    $(MANDIR)/man5/incsearchd.conf.5 $(DATADIR)/index.html $(DATADIR)/incsearch.js
+
 install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)/lib/systemd/system
-	install -m 755 $(B)/incsearchd $(B)/incsearchd-worker $(DESTDIR)$(SBINDIR)
-	test -e $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf || \
-		install -m 640 etc/incsearchd.conf $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf
-	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/incsearchd.service > \
-		$(DESTDIR)/lib/systemd/system/incsearchd.service
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(DATADIR)
+	install -m 755 $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(DESTDIR)$(SBINDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/incsearchd.service > \
+		$(DESTDIR)$(UNITDIR)/incsearchd.service
+	install -m 644 systemd/incsearchd.sysusers $(DESTDIR)$(SYSUSERSDIR)/incsearchd.conf
+	install -m 644 man/incsearchd.8 man/incsearchctl.8 $(DESTDIR)$(MANDIR)/man8
+	install -m 644 man/incsearchd.conf.5 $(DESTDIR)$(MANDIR)/man5
+	install -m 644 daemon/page/index.html daemon/page/incsearch.js $(DESTDIR)$(DATADIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v systemd-sysusers >/dev/null; then \
+		systemd-sysusers $(SYSUSERSDIR)/incsearchd.conf; \
+	fi
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf ]; then \
+		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf"; \
+	else \
+		install -m 600 etc/incsearchd.conf $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf; \
+		if [ -z "$(DESTDIR)" ] && id incsearchd >/dev/null 2>&1; then \
+			chown incsearchd:incsearchd $(SYSCONFDIR)/incsearchd.conf; \
+		fi; \
+	fi
+
+# Removes what install put there, and the config only while it is unchanged. The incsearchd
+# user stays, as Debian packages leave theirs, since files may still belong to it.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
+	@if cmp -s etc/incsearchd.conf $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/incsearchd.conf: it differs from the one installed"; \
+	fi
+
+# mandoc's lint of the three man pages; style messages count as failures too. It runs in man/
+# so that mandoc finds the pages they refer to each other.
+lint-man:
+	cd man && mandoc -Tlint incsearchd.8 incsearchctl.8 incsearchd.conf.5
+
+# Installs into a temporary DESTDIR, runs the installed daemon against the demo API, drives it
+# with incsearchctl, and checks the installed unit with systemd-analyze verify. It runs Debian's
+# /usr/bin/python3, since python3-websockets installs there. About 2 seconds.
+install-test: all
+	/usr/bin/python3 tests/install_test.py $(abspath $(B))
 
 format:
-	clang-format -i common/*.[ch] daemon/*.[ch] worker/*.[ch] demo-api/*.[ch] tests/*.[ch] \
-		fuzz/*.c loadgen/*.[ch]
+	clang-format -i common/*.[ch] daemon/*.[ch] ctl/*.[ch] worker/*.[ch] demo-api/*.[ch] \
+		tests/*.[ch] fuzz/*.c loadgen/*.[ch]
 
 clean:
 	rm -rf build build-sanitize

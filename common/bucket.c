@@ -72,3 +72,18 @@ int bucket_pause(struct bucket *b, uint64_t until_ns)
         b->last_refill_ns = until_ns;
         return 1;
 }
+
+void bucket_reconfigure(struct bucket *b, uint64_t rate_milli, uint32_t burst, uint64_t now_ns)
+{
+        bucket_refill(b, now_ns);
+        b->rate_milli = rate_milli;
+        b->capacity = (int64_t)burst * BUCKET_UNIT;
+        if (b->tokens > b->capacity)
+                b->tokens = b->capacity;
+        /*
+         * Time not yet turned into tokens starts over, so the new rate never pays for it twice.
+         * A pause keeps its end: last_refill_ns then lies in the future.
+         */
+        if (now_ns > b->last_refill_ns)
+                b->last_refill_ns = now_ns;
+}

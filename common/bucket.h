@@ -36,4 +36,11 @@ int bucket_take(struct bucket *b, uint64_t now_ns, uint64_t *wait_ns);
  */
 int bucket_pause(struct bucket *b, uint64_t until_ns);
 
+/*
+ * Changes the rate and the burst at NOW_NS, for a reload. Tokens earned until now count at the
+ * old rate, and a smaller burst clips them down. A larger burst never adds tokens, so a reload
+ * cannot send the API an extra burst.
+ */
+void bucket_reconfigure(struct bucket *b, uint64_t rate_milli, uint32_t burst, uint64_t now_ns);
+
 #endif

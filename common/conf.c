@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "shm.h"
 #include "version.h"
@@ -29,6 +30,9 @@ enum conf_type {
         CONF_TYPE_HEADER,
         CONF_TYPE_SHM_NAME,
         CONF_TYPE_LOG_LEVEL,
+        CONF_TYPE_SOCKET_PATH,
+        CONF_TYPE_PREFIXES,
+        CONF_TYPE_ACCOUNT,
 };
 
 struct conf_key {
@@ -74,6 +78,12 @@ static const struct conf_key conf_keys[] = {
      0, 0},
     {CONF_SECTION_SERVER, "shm_name", CONF_TYPE_SHM_NAME, CONF_FIELD(shm_name), 0, 0, 0, 0},
     {CONF_SECTION_SERVER, "log_level", CONF_TYPE_LOG_LEVEL, CONF_FIELD(log_level), 0, 0, 0, 0},
+    {CONF_SECTION_SERVER, "control_socket", CONF_TYPE_SOCKET_PATH, CONF_FIELD(control_socket), 0, 0,
+     0, 0},
+    {CONF_SECTION_SERVER, "metrics_allow", CONF_TYPE_PREFIXES, CONF_FIELD(metrics_allow), 0, 0, 0,
+     0},
+    {CONF_SECTION_SERVER, "user", CONF_TYPE_ACCOUNT, CONF_FIELD(user), 0, 0, 0, 0},
+    {CONF_SECTION_SERVER, "group", CONF_TYPE_ACCOUNT, CONF_FIELD(group), 0, 0, 0, 0},
     {CONF_SECTION_API, "url", CONF_TYPE_URL, CONF_FIELD(api_url), 0, 0, 1, 0},
     {CONF_SECTION_API, "timeout_ms", CONF_TYPE_UINT, CONF_FIELD(api_timeout_ms), 1, 600000, 0, 0},
     {CONF_SECTION_API, "user_agent", CONF_TYPE_STRING, CONF_FIELD(user_agent), 0, 0, 0, 0},
@@ -104,6 +114,7 @@ struct conf_parser {
         size_t errors_used;
         int error_count;
         unsigned seen[CONF_KEY_COUNT]; /* line of the first occurrence, 0 if absent */
+        unsigned first_header_line;
 };
 
 static void conf_error(struct conf_parser *p, unsigned line, const char *fmt, ...)
@@ -138,6 +149,8 @@ static void conf_error(struct conf_parser *p, unsigned line, const char *fmt, ..
         p->errors[p->errors_used] = '\0';
 }
 
+static int conf_parse_prefixes(struct conf *conf, const char *value);
+
 static void conf_defaults(struct conf *conf)
 {
         memset(conf, 0, sizeof(*conf));
@@ -155,6 +168,9 @@ static void conf_defaults(struct conf *conf)
         conf->min_query_chars = 1;
         snprintf(conf->shm_name, sizeof(conf->shm_name), "/incsearchd");
         conf->log_level = LOG_LEVEL_INFO;
+        snprintf(conf->control_socket, sizeof(conf->control_socket), "%s",
+                 CONF_DEFAULT_CONTROL_SOCKET);
+        conf_parse_prefixes(conf, "127.0.0.0/8 ::1");
         conf->api_timeout_ms = 2000;
         snprintf(conf->user_agent, sizeof(conf->user_agent), "incsearchd/%s", INCSEARCHD_VERSION);
         conf->max_wait_ms = 10000;
@@ -251,6 +267,75 @@ static int conf_parse_listen(struct conf *conf, const char *value)
         return 0;
 }
 
+/* Parses "ADDRESS" or "ADDRESS/BITS" into PREFIX. Returns 0 or -1. */
+static int conf_parse_prefix(const char *text, struct conf_prefix *prefix)
+{
+        char addr[INET6_ADDRSTRLEN];
+        const char *slash = strchr(text, '/');
+        size_t len = slash != NULL ? (size_t)(slash - text) : strlen(text);
+        uint64_t bits = 128;
+        struct in_addr v4;
+
+        if (len == 0 || len >= sizeof(addr))
+                return -1;
+        memcpy(addr, text, len);
+        addr[len] = '\0';
+        if (slash != NULL && conf_parse_uint(slash + 1, &bits) < 0)
+                return -1;
+        memset(prefix, 0, sizeof(*prefix));
+        if (inet_pton(AF_INET, addr, &v4) == 1) {
+                if (slash == NULL)
+                        bits = 32;
+                if (bits > 32)
+                        return -1;
+                prefix->addr[10] = 0xff;
+                prefix->addr[11] = 0xff;
+                memcpy(prefix->addr + 12, &v4, 4);
+                prefix->bits = (uint8_t)(bits + 96);
+                return 0;
+        }
+        if (inet_pton(AF_INET6, addr, prefix->addr) != 1 || bits > 128)
+                return -1;
+        prefix->bits = (uint8_t)bits;
+        return 0;
+}
+
+/* Parses a space-separated list into conf->metrics_prefixes. Returns 0, or -1 on a bad entry. */
+static int conf_parse_prefixes(struct conf *conf, const char *value)
+{
+        char copy[sizeof(conf->metrics_allow)], *save = NULL;
+        unsigned count = 0;
+
+        if (strlen(value) >= sizeof(copy))
+                return -1;
+        strcpy(copy, value);
+        for (char *tok = strtok_r(copy, " \t", &save); tok != NULL;
+             tok = strtok_r(NULL, " \t", &save)) {
+                if (count == CONF_MAX_METRICS_ALLOW ||
+                    conf_parse_prefix(tok, &conf->metrics_prefixes[count]) < 0)
+                        return -1;
+                count++;
+        }
+        conf->metrics_prefix_count = count;
+        snprintf(conf->metrics_allow, sizeof(conf->metrics_allow), "%s", value);
+        return 0;
+}
+
+int conf_prefix_match(const struct conf_prefix *prefixes, unsigned count, const uint8_t *addr)
+{
+        for (unsigned i = 0; i < count; i++) {
+                unsigned bits = prefixes[i].bits, whole = bits / 8, rest = bits % 8;
+
+                if (memcmp(prefixes[i].addr, addr, whole) != 0)
+                        continue;
+                if (rest != 0 &&
+                    ((prefixes[i].addr[whole] ^ addr[whole]) & (0xff << (8 - rest)) & 0xff) != 0)
+                        continue;
+                return 1;
+        }
+        return 0;
+}
+
 static int conf_valid_header(const char *value)
 {
         const char *colon = strchr(value, ':');
@@ -335,6 +420,8 @@ static void conf_set(struct conf_parser *p, const struct conf_key *key, const ch
                         return;
                 }
                 strcpy(p->conf->headers[p->conf->header_count++], value);
+                if (p->first_header_line == 0)
+                        p->first_header_line = p->line;
                 return;
         case CONF_TYPE_SHM_NAME:
                 if (value[0] != '/' || value[1] == '\0' || strchr(value + 1, '/') != NULL) {
@@ -351,6 +438,32 @@ static void conf_set(struct conf_parser *p, const struct conf_key *key, const ch
                                    "invalid value '%s' for %s: expected error, warn, info or debug",
                                    value, key->name);
                 return;
+        case CONF_TYPE_SOCKET_PATH:
+                if (value[0] != '/') {
+                        conf_error(p, p->line,
+                                   "invalid value '%s' for %s: expected an absolute path", value,
+                                   key->name);
+                        return;
+                }
+                break;
+        case CONF_TYPE_PREFIXES:
+                if (conf_parse_prefixes(p->conf, value) < 0)
+                        conf_error(p, p->line,
+                                   "invalid value '%s' for %s: expected at most %d addresses or "
+                                   "prefixes such as 127.0.0.1, 10.0.0.0/8 or ::1",
+                                   value, key->name, CONF_MAX_METRICS_ALLOW);
+                return;
+        case CONF_TYPE_ACCOUNT:
+                for (const char *c = value; *c != '\0'; c++) {
+                        if (!isalnum((unsigned char)*c) && strchr("._-", *c) == NULL) {
+                                conf_error(p, p->line,
+                                           "invalid value '%s' for %s: expected a user or group "
+                                           "name of letters, digits, '.', '_' and '-'",
+                                           value, key->name);
+                                return;
+                        }
+                }
+                break;
         case CONF_TYPE_STRING:
                 break;
         }
@@ -430,6 +543,7 @@ int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_l
             .conf = conf, .path = path, .errors = errors, .errors_len = errors_len};
         enum conf_section section = CONF_SECTION_NONE;
         char line[4096];
+        struct stat st;
         FILE *f;
 
         if (errors != NULL && errors_len > 0)
@@ -442,6 +556,8 @@ int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_l
                 conf_error(&p, 0, "cannot open: %s", strerror(errno));
                 return p.error_count;
         }
+        if (fstat(fileno(f), &st) < 0)
+                st.st_mode = 0;
         while (fgets(line, sizeof(line), f) != NULL) {
                 p.line++;
                 if (strchr(line, '\n') == NULL && !feof(f)) {
@@ -464,8 +580,116 @@ int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_l
                         conf_error(&p, p.line, "missing required key %s in [%s]", conf_keys[i].name,
                                    conf_section_names[conf_keys[i].section]);
         }
+        if (p.first_header_line != 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+                conf_error(&p, p.first_header_line,
+                           "the file contains an API header, which may hold a secret, and is "
+                           "readable by %s (mode %04o); run chmod 600 %s and make it owned by the "
+                           "user incsearchd runs as",
+                           (st.st_mode & S_IROTH) != 0 ? "others" : "its group",
+                           (unsigned)(st.st_mode & 07777), path);
         if (p.error_count == 0 && conf->min_query_chars > conf->max_query_bytes)
                 conf_error(&p, p.line, "min_query_chars (%u) is larger than max_query_bytes (%u)",
                            conf->min_query_chars, conf->max_query_bytes);
         return p.error_count;
+}
+
+void conf_dump(const struct conf *conf, FILE *out)
+{
+        int v6 = strchr(conf->listen_host, ':') != NULL;
+
+        fprintf(out, "[server]\n");
+        fprintf(out, "listen = %s%s%s:%u\n", v6 ? "[" : "", conf->listen_host, v6 ? "]" : "",
+                conf->listen_port);
+        if (conf->max_connections == 0)
+                fprintf(out, "# max_connections is derived from the open-file limit at start\n");
+        else
+                fprintf(out, "max_connections = %u\n", conf->max_connections);
+        fprintf(out, "max_new_connections_per_second = %u\n", conf->max_new_connections_per_second);
+        fprintf(out, "max_connections_per_ip = %u\n", conf->max_connections_per_ip);
+        fprintf(out, "handshake_timeout_ms = %u\n", conf->handshake_timeout_ms);
+        fprintf(out, "max_header_bytes = %u\n", conf->max_header_bytes);
+        fprintf(out, "max_output_bytes = %u\n", conf->max_output_bytes);
+        fprintf(out, "ping_interval_ms = %u\n", conf->ping_interval_ms);
+        fprintf(out, "ping_timeout_ms = %u\n", conf->ping_timeout_ms);
+        fprintf(out, "allowed_origins = %s\n", conf->allowed_origins);
+        fprintf(out, "max_query_bytes = %u\n", conf->max_query_bytes);
+        fprintf(out, "max_message_bytes = %u\n", conf->max_message_bytes);
+        fprintf(out, "max_result_bytes = %u\n", conf->max_result_bytes);
+        fprintf(out, "min_query_chars = %u\n", conf->min_query_chars);
+        fprintf(out, "shm_name = %s\n", conf->shm_name);
+        fprintf(out, "log_level = %s\n", log_level_name(conf->log_level));
+        fprintf(out, "control_socket = %s\n", conf->control_socket);
+        fprintf(out, "metrics_allow = %s\n", conf->metrics_allow);
+        fprintf(out, "user = %s\n", conf->user);
+        fprintf(out, "group = %s\n", conf->group);
+
+        fprintf(out, "\n[api]\n");
+        fprintf(out, "url = %s\n", conf->api_url);
+        fprintf(out, "timeout_ms = %u\n", conf->api_timeout_ms);
+        fprintf(out, "user_agent = %s\n", conf->user_agent);
+        for (unsigned i = 0; i < conf->header_count; i++) {
+                const char *colon = strchr(conf->headers[i], ':');
+
+                fprintf(out, "header = %.*s: <hidden>\n", (int)(colon - conf->headers[i]),
+                        conf->headers[i]);
+        }
+        fprintf(out, "rate = %llu.%03llu\n", (unsigned long long)(conf->rate_milli / 1000),
+                (unsigned long long)(conf->rate_milli % 1000));
+        fprintf(out, "burst = %u\n", conf->burst);
+
+        fprintf(out, "\n[workers]\n");
+        fprintf(out, "workers = %u\n", conf->workers);
+}
+
+static void conf_note_change(char *changed, size_t len, int *count, const char *name)
+{
+        size_t used = strlen(changed);
+
+        snprintf(changed + used, len - used, "%s%s", used > 0 ? " " : "", name);
+        (*count)++;
+}
+
+#define CONF_KEEP(field, name)                                                                     \
+        do {                                                                                       \
+                if (memcmp(&current->field, &next->field, sizeof(next->field)) != 0) {             \
+                        conf_note_change(changed, changed_len, &count, name);                      \
+                        memcpy(&next->field, &current->field, sizeof(next->field));                \
+                }                                                                                  \
+        } while (0)
+
+int conf_keep_restart_keys(const struct conf *current, struct conf *next, char *changed,
+                           size_t changed_len)
+{
+        int count = 0;
+
+        changed[0] = '\0';
+        if (strcmp(current->listen_host, next->listen_host) != 0 ||
+            current->listen_port != next->listen_port) {
+                conf_note_change(changed, changed_len, &count, "listen");
+                strcpy(next->listen_host, current->listen_host);
+                next->listen_port = current->listen_port;
+        }
+        /* 0 in NEXT means the key is left out, so the value derived at start stays. */
+        if (next->max_connections == 0)
+                next->max_connections = current->max_connections;
+        CONF_KEEP(max_connections, "max_connections");
+        CONF_KEEP(max_query_bytes, "max_query_bytes");
+        CONF_KEEP(workers, "workers");
+        if (strcmp(current->shm_name, next->shm_name) != 0) {
+                conf_note_change(changed, changed_len, &count, "shm_name");
+                strcpy(next->shm_name, current->shm_name);
+        }
+        if (strcmp(current->control_socket, next->control_socket) != 0) {
+                conf_note_change(changed, changed_len, &count, "control_socket");
+                strcpy(next->control_socket, current->control_socket);
+        }
+        if (strcmp(current->user, next->user) != 0) {
+                conf_note_change(changed, changed_len, &count, "user");
+                strcpy(next->user, current->user);
+        }
+        if (strcmp(current->group, next->group) != 0) {
+                conf_note_change(changed, changed_len, &count, "group");
+                strcpy(next->group, current->group);
+        }
+        return count;
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "log.h"
 
@@ -16,6 +17,14 @@
 #define CONF_MAX_RATE_MILLI 1000000000ULL /* 1,000,000 tokens per second */
 #define CONF_MAX_BURST 1000000
 #define CONF_MAX_CONNECTIONS 16777216
+#define CONF_DEFAULT_CONTROL_SOCKET "/run/incsearchd/control.sock"
+#define CONF_MAX_METRICS_ALLOW 16
+
+/* An address prefix such as 127.0.0.0/8; IPv4 is stored as IPv4-mapped IPv6 with prefix + 96. */
+struct conf_prefix {
+        uint8_t addr[16];
+        uint8_t bits; /* 0 to 128 */
+};
 
 struct conf {
         char path[4096];
@@ -38,6 +47,12 @@ struct conf {
         uint32_t min_query_chars;   /* shorter queries get empty results without an API call */
         char shm_name[64];          /* POSIX shared-memory object, "/name" */
         enum log_level log_level;
+        char control_socket[108]; /* Unix socket path for incsearchctl, sun_path sized */
+        char metrics_allow[1024]; /* space-separated addresses and prefixes allowed GET /metrics */
+        struct conf_prefix metrics_prefixes[CONF_MAX_METRICS_ALLOW]; /* metrics_allow, parsed */
+        unsigned metrics_prefix_count;
+        char user[64];  /* user to switch to when started as root, empty to stay root */
+        char group[64]; /* group for that and for the control socket, empty for user's group */
 
         /* [api] */
         char api_url[2048]; /* contains "{q}", replaced by the percent-encoded query */
@@ -66,5 +81,23 @@ struct conf {
  * Returns the number of errors, so 0 means CONF is complete and valid.
  */
 int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_len);
+
+/*
+ * Writes CONF to OUT as a config file with every key, in a fixed order. Header values are
+ * replaced by "<hidden>", since they may carry an API key.
+ */
+void conf_dump(const struct conf *conf, FILE *out);
+
+/*
+ * Keeps in NEXT the values from CURRENT of the keys that apply only at start (listen,
+ * max_connections, shm_name, max_query_bytes, workers, control_socket, user and group), and
+ * writes the names of those whose value NEXT had changed into CHANGED, space-separated.
+ * Returns how many changed.
+ */
+int conf_keep_restart_keys(const struct conf *current, struct conf *next, char *changed,
+                           size_t changed_len);
+
+/* Returns 1 if the 16-byte address ADDR (IPv4 mapped into IPv6) is in one of the prefixes. */
+int conf_prefix_match(const struct conf_prefix *prefixes, unsigned count, const uint8_t *addr);
 
 #endif

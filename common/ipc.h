@@ -13,6 +13,10 @@
 
 #define IPC_MAGIC 0x49504331u /* "IPC1" in memory order */
 
+/* The byte the daemon sends a worker when a query is queued. It differs from the first byte of
+ * IPC_MAGIC, so the worker tells wakes and configuration messages apart by the first byte. */
+#define IPC_WAKE 'w'
+
 enum ipc_type {
         IPC_RESULT = 1, /* worker to daemon: the reply to one query, results or an error */
         IPC_CONF = 2,   /* daemon to worker: the struct conf the daemon runs with */

@@ -19,9 +19,10 @@
 #include <sys/types.h>
 
 #include "bucket.h"
+#include "histogram.h"
 
 #define SHM_MAGIC 0x31445349u /* "ISD1" in memory order */
-#define SHM_LAYOUT_VERSION 3
+#define SHM_LAYOUT_VERSION 4
 #define SHM_MAX_WORKERS 64
 #define SHM_MAX_INFLIGHT 16 /* API calls one worker may have in flight at once */
 
@@ -55,6 +56,7 @@ struct shm_job {
 struct shm_worker {
         _Atomic int32_t pid;
         uint32_t reserved;
+        _Atomic uint64_t requests; /* API calls this worker slot has made, across restarts */
         struct shm_job jobs[SHM_MAX_INFLIGHT];
 };
 
@@ -64,6 +66,12 @@ struct shm_counters {
         _Atomic uint64_t superseded;    /* pending queries overwritten by a newer one */
         _Atomic uint64_t api_calls;     /* calls made to the API */
         _Atomic uint64_t api_errors;    /* calls that ended in an error of any kind */
+        _Atomic uint64_t api_timeouts;  /* calls that took longer than timeout_ms */
+        _Atomic uint64_t api_5xx;       /* responses with an HTTP 5xx status */
+        _Atomic uint64_t api_429;       /* responses with HTTP 429 */
+        _Atomic uint64_t api_bad_body;  /* 2xx answers whose body was not valid JSON or too large */
+        _Atomic uint64_t api_failed;    /* other errors: no connection, other 4xx, URL too long */
+        _Atomic uint64_t clients_total; /* WebSocket connections upgraded since start */
         _Atomic uint64_t delivered;     /* results and errors sent to clients */
         _Atomic uint64_t stale_dropped; /* results for an older seq or a closed connection */
         _Atomic uint64_t requeued;      /* queries put back after their worker died */
@@ -113,6 +121,9 @@ struct shm_header {
         uint32_t fifo_count; /* entries in fifo, at most slot_count */
 
         struct shm_counters counters;
+        struct histogram queue_wait; /* from a query entering the FIFO to a worker taking it */
+        struct histogram api_time;   /* one API call, as the worker timed it */
+        struct histogram keystroke;  /* from a query's arrival to its result being sent */
         struct shm_worker workers[SHM_MAX_WORKERS];
 };
 

@@ -325,6 +325,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
         client->last_seq = seq;
         cache_leave(client);
         client_batch_supersede(client);
+        client->queries++;
 
         if (len > d->conf.max_query_bytes) {
                 /* Echo only the allowed length, cut at a character boundary, so that a long
@@ -492,8 +493,9 @@ static int client_handle_frame(struct client *client, enum ws_frame_kind kind,
         return client->state == CLIENT_WEBSOCKET ? 0 : -1;
 }
 
-/* Reads and handles every complete frame in CLIENT's input. */
-static void client_read_batch(struct client *client)
+/* Reads and handles every complete frame in CLIENT's input. Returns -1 if CLIENT is closing,
+ * and may then be freed. */
+static int client_read_batch(struct client *client)
 {
         struct evbuffer *in = bufferevent_get_input(client->bev);
         size_t avail = evbuffer_get_length(in), done = 0;
@@ -502,7 +504,7 @@ static void client_read_batch(struct client *client)
         if (client->ping_sent)
                 client_alive(client);
         if (avail == 0)
-                return;
+                return 0;
 
         /*
          * Parse from one contiguous view and drain once at the end: every drain below the read
@@ -512,7 +514,7 @@ static void client_read_batch(struct client *client)
         buf = evbuffer_pullup(in, -1);
         if (buf == NULL) {
                 client_fail(client, WS_CLOSE_INTERNAL_ERROR, "out of memory");
-                return;
+                return -1;
         }
         while (client->state == CLIENT_WEBSOCKET) {
                 struct ws_frame frame;
@@ -524,18 +526,23 @@ static void client_read_batch(struct client *client)
                         break;
                 if (kind == WS_FRAME_ERROR) {
                         client_fail(client, client->parser.close_code, client->parser.error);
-                        return;
+                        return -1;
                 }
                 if (client_handle_frame(client, kind, &frame) < 0)
-                        return; /* the client may be freed, and nothing after a close counts */
+                        return -1; /* the client may be freed, and nothing after a close counts */
                 done += frame.size;
         }
         evbuffer_drain(in, done);
+        return client->state == CLIENT_WEBSOCKET ? 0 : -1;
 }
 
 void client_read_frames(struct client *client)
 {
-        client_read_batch(client);
+        uint64_t queries = client->queries;
+
+        /* One clock read per batch, not per query, for incsearchctl clients. */
+        if (client_read_batch(client) == 0 && client->queries != queries)
+                client->last_query_ns = shm_now_ns();
         client_batch_flush();
 }
 
@@ -577,4 +584,7 @@ void client_deliver(uint32_t slot, uint32_t generation, uint64_t seq, const char
         client_send_text(client, body, len);
         client->last_delivered = (int64_t)seq;
         shm_count(&d->shm, delivered);
+        if ((int64_t)seq == client->last_seq)
+                histogram_record(&d->shm.header->keystroke,
+                                 (shm_now_ns() - client->last_query_ns) / 1000);
 }

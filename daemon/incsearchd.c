@@ -4,7 +4,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,13 +27,73 @@ struct daemon daemon_state;
 static void usage(FILE *out)
 {
         fprintf(out,
-                "usage: incsearchd [-htV] [-c file]\n"
+                "usage: incsearchd [-hntvV] [-c file]\n"
                 "  -c file  configuration file (default %s)\n"
-                "  -t       check the configuration file and exit: 0 if valid, 1 if not\n"
+                "  -t, -n   check the configuration file and exit: 0 if valid, 1 if not\n"
+                "  -v       with -t, also print the configuration with every default filled in\n"
                 "  -V       print the version and exit\n"
                 "  -h       print this help and exit\n"
                 "incsearchd runs in the foreground and logs to stderr.\n",
                 CONF_DEFAULT_PATH);
+}
+
+/*
+ * Looks up the account to run as: the configured user and group when started as root, else
+ * the current ones. Returns 0 with *UID and *GID set, or -1 with the reason logged.
+ */
+static int daemon_lookup_account(uid_t *uid, gid_t *gid)
+{
+        const struct conf *conf = &daemon_state.conf;
+        struct passwd *pw;
+        struct group *gr;
+
+        *uid = geteuid();
+        *gid = getegid();
+        if (*uid != 0 || conf->user[0] == '\0') {
+                if (conf->group[0] != '\0' && (gr = getgrnam(conf->group)) != NULL)
+                        *gid = gr->gr_gid;
+                return 0;
+        }
+        pw = getpwnam(conf->user);
+        if (pw == NULL) {
+                log_error("user %s not found; create it (make install does) or change user in "
+                          "[server]",
+                          conf->user);
+                return -1;
+        }
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+        if (conf->group[0] != '\0') {
+                gr = getgrnam(conf->group);
+                if (gr == NULL) {
+                        log_error("group %s not found; create it or change group in [server]",
+                                  conf->group);
+                        return -1;
+                }
+                *gid = gr->gr_gid;
+        }
+        return 0;
+}
+
+/* Switches to UID and GID when running as root, after the sockets are bound. */
+static void daemon_drop_privileges(uid_t uid, gid_t gid)
+{
+        const struct conf *conf = &daemon_state.conf;
+
+        if (geteuid() != 0)
+                return;
+        if (conf->user[0] == '\0') {
+                log_warn("running as root: set user in [server] to switch to an unprivileged "
+                         "user after binding");
+                return;
+        }
+        if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+                log_fatal("cannot switch to user %s (uid %d gid %d): %s", conf->user, (int)uid,
+                          (int)gid, strerror(errno));
+        if (setuid(0) == 0)
+                log_fatal("switched to user %s, but could get root back; refusing to run",
+                          conf->user);
+        log_info("switched to user %s (uid %d, gid %d)", conf->user, (int)uid, (int)gid);
 }
 
 static int daemon_load_conf(const char *path)
@@ -143,10 +205,13 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
         case SIGCHLD:
                 supervisor_reap();
                 break;
-        case SIGHUP:
-                log_info(
-                    "SIGHUP received; reloading is not supported yet, restart to apply changes");
+        case SIGHUP: {
+                char message[8192];
+
+                log_info("SIGHUP received; reloading %s", d->conf.path);
+                reload_conf(message, sizeof(message));
                 break;
+        }
         default:
                 if (d->stopping) {
                         log_info("signal %d (%s) received again; stopping now", (int)sig,
@@ -155,6 +220,7 @@ static void daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
                         break;
                 }
                 log_info("signal %d (%s) received; stopping", (int)sig, strsignal((int)sig));
+                notify_stopping();
                 shutdown_start();
                 break;
         }
@@ -173,16 +239,22 @@ int main(int argc, char **argv)
         struct daemon *d = &daemon_state;
         const char *conf_path = CONF_DEFAULT_PATH;
         char resolved[PATH_MAX];
-        int check_only = 0, opt;
+        int check_only = 0, dump = 0, opt;
         pid_t owner;
+        uid_t uid;
+        gid_t gid;
 
-        while ((opt = getopt(argc, argv, "c:htV")) != -1) {
+        while ((opt = getopt(argc, argv, "c:hntvV")) != -1) {
                 switch (opt) {
                 case 'c':
                         conf_path = optarg;
                         break;
+                case 'n':
                 case 't':
                         check_only = 1;
+                        break;
+                case 'v':
+                        dump = 1;
                         break;
                 case 'V':
                         printf("incsearchd %s\n", INCSEARCHD_VERSION);
@@ -206,7 +278,10 @@ int main(int argc, char **argv)
         if (daemon_load_conf(conf_path) < 0)
                 return 1;
         if (check_only) {
-                printf("configuration OK\n");
+                if (dump)
+                        conf_dump(&d->conf, stdout);
+                else
+                        printf("configuration OK\n");
                 return 0;
         }
         log_init("incsearchd", d->conf.log_level);
@@ -228,8 +303,10 @@ int main(int argc, char **argv)
                 log_fatal("out of memory setting up the result cache");
         /* Listen first: a second instance on the same port must fail before it touches the
          * shared memory of the first. */
-        if (server_listen() < 0)
+        if (server_listen() < 0 || daemon_lookup_account(&uid, &gid) < 0 ||
+            control_listen(uid, gid) < 0)
                 return 1;
+        daemon_drop_privileges(uid, gid);
         if (shm_create(&d->shm, d->conf.shm_name, d->conf.max_connections, d->conf.max_query_bytes,
                        d->conf.rate_milli, d->conf.burst, &owner) < 0) {
                 if (errno == EBUSY)
@@ -239,7 +316,11 @@ int main(int argc, char **argv)
                 log_fatal("cannot create shared memory %s: %s", d->conf.shm_name, strerror(errno));
         }
         d->shm.header->max_wait_ns = (uint64_t)d->conf.max_wait_ms * 1000000ULL;
+        d->started_ns = shm_now_ns();
+        d->max_result_bytes_seen = d->conf.max_result_bytes;
         supervisor_start();
+        notify_start_watchdog();
+        notify_ready();
         log_info("incsearchd %s started: %u workers, %u slots, API rate %llu.%03llu/s burst %u, "
                  "config %s",
                  INCSEARCHD_VERSION, d->conf.workers, d->conf.max_connections,
@@ -251,6 +332,7 @@ int main(int argc, char **argv)
         supervisor_stop();
         server_stop_accepting();
         cache_free();
+        control_close();
         shm_destroy(&d->shm, d->conf.shm_name);
         log_info("stopped");
         return 0;

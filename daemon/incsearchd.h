@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -32,6 +33,9 @@ struct client {
         uint16_t reject_status; /* HTTP status to answer with instead of serving, 0 if admitted */
         uint8_t ip_counted;     /* counted in the per-address table */
         uint8_t ping_sent;      /* a keepalive ping is waiting for any data from the peer */
+        uint64_t connected_ms;  /* CLOCK_MONOTONIC time of accept */
+        uint64_t queries;       /* queries received on this connection */
+        uint64_t last_query_ns; /* CLOCK_MONOTONIC arrival of query last_seq, 0 before the first */
 
         uint32_t slot; /* UINT32_MAX until upgraded */
         uint32_t generation;
@@ -78,6 +82,40 @@ struct daemon {
         struct worker workers[SHM_MAX_WORKERS];
         char worker_path[4096];
         int stopping;
+
+        uint64_t started_ns;   /* CLOCK_MONOTONIC */
+        uint32_t clients_peak; /* most WebSocket clients connected at once */
+        /* The largest max_result_bytes since start: a worker may still send under an old one. */
+        uint32_t max_result_bytes_seen;
+        int control_fd; /* listening control socket, -1 if none */
+        struct event *control_event;
+        struct event *watchdog_timer;
+};
+
+/* A latency histogram reduced to what incsearchctl shows, in microseconds. */
+struct stats_latency {
+        uint64_t count;
+        uint64_t sum_us;
+        uint64_t p50_us, p90_us, p99_us, max_us;
+};
+
+/* One consistent reading of every figure that incsearchctl status and GET /metrics report. */
+struct stats {
+        uint64_t uptime_ms;
+        unsigned workers_configured, workers_alive;
+        uint64_t worker_restarts;
+        uint32_t clients_now, clients_peak;
+        uint64_t clients_total;
+        uint64_t queries, superseded, queries_too_long;
+        uint64_t api_calls, cache_hits, coalesced;
+        uint64_t delivered, stale_dropped, requeued;
+        uint64_t api_errors, api_timeouts, api_5xx, api_429, api_bad_body, api_failed;
+        uint64_t bucket_micro_tokens; /* micro-tokens (BUCKET_UNIT per call) available now */
+        uint64_t rate_milli;          /* calls per 1000 s */
+        uint32_t burst;
+        uint64_t pause_left_ms; /* until API calls may start again after a 429 */
+        uint32_t fifo_depth;    /* slots waiting for an API call */
+        struct stats_latency queue_wait, api_time, keystroke;
 };
 
 extern struct daemon daemon_state;
@@ -112,6 +150,31 @@ void daemon_lock(void);
 
 /* Tells every worker that a query was queued. */
 void supervisor_wake(void);
+/* stats.c: the figures behind incsearchctl status and GET /metrics */
+void stats_collect(struct stats *stats);
+struct json_object *stats_json(const struct stats *stats);
+
+/* metrics.c: GET /metrics in the Prometheus text format */
+int metrics_allowed(const struct client *client);
+void metrics_render(struct evbuffer *out);
+
+/* control.c: the control socket for incsearchctl */
+/* Binds the control socket, giving it to GROUP; OWNER and GROUP get a folder it creates. */
+int control_listen(uid_t owner, gid_t group);
+void control_close(void);
+
+/* reload.c: SIGHUP and incsearchctl reload */
+int reload_conf(char *message, size_t message_len);
+void reload_set_log_level(enum log_level level);
+
+/* notify.c: the systemd notification protocol */
+void notify_ready(void);
+void notify_reloading(void);
+void notify_stopping(void);
+void notify_start_watchdog(void);
+
+/* supervisor.c, for reload: sends the daemon's struct conf to every running worker */
+void supervisor_send_conf(void);
 
 /* page.S: the demo page, embedded at build time */
 extern const char page_index_html[], page_index_html_end[];

@@ -178,6 +178,9 @@ static void server_upgrade(struct client *client, const struct http_request *req
         client->generation = slot_open(&d->shm, client->slot);
         shm_unlock(&d->shm);
         d->clients[client->slot] = client;
+        shm_count(&d->shm, clients_total);
+        if (d->conf.max_connections - d->free_count > d->clients_peak)
+                d->clients_peak = d->conf.max_connections - d->free_count;
 
         /* No Sec-WebSocket-Extensions or -Protocol: every offered extension and subprotocol is
          * declined, which RFC 6455, section 4.2.2, allows. */
@@ -200,6 +203,27 @@ static void server_reject(struct client *client)
                 server_respond_text(client, 503, "Service Unavailable", "Retry-After: 5\r\n");
 }
 
+static void server_metrics(struct client *client)
+{
+        struct evbuffer *body;
+
+        if (!metrics_allowed(client)) {
+                log_debug("client %llu (%s): GET /metrics from an address not in metrics_allow",
+                          (unsigned long long)client->id, client->peer);
+                server_respond_text(client, 403, "Forbidden", NULL);
+                return;
+        }
+        body = evbuffer_new();
+        if (body == NULL) {
+                server_respond_text(client, 500, "Internal Server Error", NULL);
+                return;
+        }
+        metrics_render(body);
+        server_respond(client, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", NULL,
+                       evbuffer_pullup(body, -1), evbuffer_get_length(body));
+        evbuffer_free(body);
+}
+
 static void server_route(struct client *client, struct http_request *req)
 {
         char *query = strchr(req->target, '?');
@@ -219,6 +243,8 @@ static void server_route(struct client *client, struct http_request *req)
         } else if (strcmp(req->target, "/") == 0 || strcmp(req->target, "/index.html") == 0) {
                 server_respond(client, 200, "OK", "text/html; charset=utf-8", NULL, page_index_html,
                                (size_t)(page_index_html_end - page_index_html));
+        } else if (strcmp(req->target, "/metrics") == 0) {
+                server_metrics(client);
         } else if (strcmp(req->target, "/incsearch.js") == 0) {
                 server_respond(client, 200, "OK", "application/javascript; charset=utf-8", NULL,
                                page_client_js, (size_t)(page_client_js_end - page_client_js));
@@ -433,6 +459,7 @@ static void server_accept_cb(struct evconnlistener *listener, evutil_socket_t fd
         client->slot = UINT32_MAX;
         client->last_seq = -1;
         client->last_delivered = -1;
+        client->connected_ms = server_now_ms();
         server_format_peer(sa, client->peer, sizeof(client->peer));
         limit_addr_from(sa, &client->addr);
         server_admit(client);

@@ -49,7 +49,7 @@ static int supervisor_read_messages(unsigned index)
         struct daemon *d = &daemon_state;
         struct worker *w = &d->workers[index];
         struct evbuffer *in = bufferevent_get_input(w->bev);
-        size_t max_body = ipc_max_body(d->conf.max_result_bytes, d->conf.max_query_bytes);
+        size_t max_body = ipc_max_body(d->max_result_bytes_seen, d->conf.max_query_bytes);
 
         for (;;) {
                 struct ipc_header h;
@@ -174,8 +174,39 @@ static void supervisor_spawn(unsigned index)
         w->bev = bufferevent_socket_new(d->base, fds[0], BEV_OPT_CLOSE_ON_FREE);
         bufferevent_setcb(w->bev, supervisor_read_cb, NULL, supervisor_event_cb,
                           (void *)(uintptr_t)index);
-        bufferevent_enable(w->bev, EV_READ);
+        bufferevent_enable(w->bev, EV_READ | EV_WRITE);
         log_info("worker %u started, pid %d", index, (int)pid);
+}
+
+/*
+ * Queues the daemon's configuration to every running worker, which applies it between API
+ * calls. A worker started later gets it at start.
+ */
+void supervisor_send_conf(void)
+{
+        struct daemon *d = &daemon_state;
+        struct ipc_header h = {.magic = IPC_MAGIC, .type = IPC_CONF, .length = sizeof(d->conf)};
+
+        for (unsigned i = 0; i < d->conf.workers; i++) {
+                struct worker *w = &d->workers[i];
+
+                int fd, flags;
+
+                if (w->pid == 0 || w->bev == NULL)
+                        continue;
+                /*
+                 * Written whole, in blocking mode, straight to the socket like the wake bytes,
+                 * so that no wake byte lands inside the message. The worker drains its socket
+                 * at every poll, so the wait is short.
+                 */
+                fd = bufferevent_getfd(w->bev);
+                flags = fcntl(fd, F_GETFL);
+                fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+                if (ipc_send(fd, &h, &d->conf) < 0)
+                        log_error("worker %u (pid %d): cannot send the configuration: %s", i,
+                                  (int)w->pid, strerror(errno));
+                fcntl(fd, F_SETFL, flags);
+        }
 }
 
 void supervisor_start(void)
@@ -237,7 +268,7 @@ static void supervisor_requeue(unsigned index)
 void supervisor_wake(void)
 {
         struct daemon *d = &daemon_state;
-        static const char wake = 'w';
+        static const char wake = IPC_WAKE;
 
         /*
          * A full socket buffer means the worker has wakes it has not read yet, so a failed

@@ -692,10 +692,21 @@ START_TEST(e2e_second_instance_harmless)
         ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
         ck_assert_msg(strstr(log, "cannot listen") != NULL, "got: %s", log);
 
-        /* Another port, same shm_name: the running daemon's segment is left alone. */
+        /* Another port, same control socket: the live socket is not taken over. */
         snprintf(other_conf, sizeof(other_conf), "%s/other.conf", e2e.dir);
         snprintf(command, sizeof(command), "sed 's/^listen = .*/listen = 127.0.0.1:%d/' %s > %s",
                  harness_free_port(), e2e.conf_path, other_conf);
+        ck_assert_int_eq(system(command), 0);
+        e2e_run_to_exit(other_conf, &status, log, sizeof(log));
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+        ck_assert_msg(strstr(log, "is in use by a running incsearchd") != NULL, "got: %s", log);
+        ck_assert_int_eq(access(e2e.control_path, F_OK), 0);
+
+        /* Another port and control socket, same shm_name: the running daemon's segment is left
+         * alone. */
+        snprintf(command, sizeof(command),
+                 "sed -i 's|^control_socket = .*|control_socket = %s/other.sock|' %s", e2e.dir,
+                 other_conf);
         ck_assert_int_eq(system(command), 0);
         e2e_run_to_exit(other_conf, &status, log, sizeof(log));
         ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);

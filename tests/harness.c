@@ -166,6 +166,7 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 "[server]\n"
                 "listen = 127.0.0.1:%d\n"
                 "shm_name = %s\n"
+                "control_socket = %s\n"
                 "%s"
                 "log_level = debug\n"
                 "%s\n"
@@ -178,7 +179,7 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
                 "[workers]\n"
                 "workers = %s\n"
                 "%s\n",
-                h->port, h->shm_name,
+                h->port, h->shm_name, h->control_path,
                 o->extra_server != NULL && strstr(o->extra_server, "max_connections =") != NULL
                     ? ""
                     : "max_connections = 64\n",
@@ -202,6 +203,7 @@ void harness_start(struct harness *h, const struct harness_options *o)
         ck_assert_ptr_nonnull(mkdtemp(h->dir));
         snprintf(h->conf_path, sizeof(h->conf_path), "%s/incsearchd.conf", h->dir);
         snprintf(h->shm_name, sizeof(h->shm_name), "/incsearchd-test-%d", (int)getpid());
+        snprintf(h->control_path, sizeof(h->control_path), "%s/control.sock", h->dir);
         snprintf(api_log, sizeof(api_log), "%s/demo-api.log", h->dir);
         snprintf(daemon_log, sizeof(daemon_log), "%s/incsearchd.log", h->dir);
 

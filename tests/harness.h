@@ -42,6 +42,7 @@ struct harness {
         char dir[64]; /* temporary folder for the config and the logs */
         char conf_path[128];
         char shm_name[64];
+        char control_path[128]; /* the control socket, in dir */
 };
 
 struct harness_options {

@@ -17,5 +17,6 @@ Suite *ws_protocol_suite(void);
 Suite *defence_suite(void);
 Suite *sched_suite(void);
 Suite *query_suite(void);
+Suite *ops_suite(void);
 
 #endif

@@ -20,6 +20,7 @@
 
 #include "api.h"
 #include "conf.h"
+#include "histogram.h"
 #include "ipc.h"
 #include "log.h"
 #include "reply.h"
@@ -39,6 +40,8 @@ struct worker_state {
         uint64_t failures;       /* consecutive failed calls, for logging once per episode */
         unsigned throttle_count; /* consecutive 429 or 503 without a usable delay */
         uint64_t pause_end_ns;   /* end of the last pause this worker logged */
+        struct conf next_conf;   /* a reloaded configuration waiting for the calls to finish */
+        int next_conf_pending;
 };
 
 /* Logs the first failure of a run of failures and the recovery after it, not every call. */
@@ -143,14 +146,32 @@ static void worker_reply_expired(struct worker_state *w, struct api_call *call)
         worker_reply(w, call, IPC_STATUS_REJECTED, REPLY_UPSTREAM_REJECTED, message, NULL, 0);
 }
 
+/* Counts a failed call by kind, from its status and the HTTP code of its response, if any. */
+static void worker_count_error(struct worker_state *w, enum ipc_status status, long http_status)
+{
+        shm_count(&w->shm, api_errors);
+        if (status == IPC_STATUS_TIMEOUT)
+                shm_count(&w->shm, api_timeouts);
+        else if (http_status == 429)
+                shm_count(&w->shm, api_429);
+        else if (http_status >= 500 && http_status <= 599)
+                shm_count(&w->shm, api_5xx);
+        else if (http_status >= 200 && http_status <= 299)
+                shm_count(&w->shm, api_bad_body);
+        else
+                shm_count(&w->shm, api_failed);
+}
+
 /* Starts an attempt for CALL, whose job already has its token. */
 static void worker_start(struct worker_state *w, struct api_call *call)
 {
         struct api_outcome outcome;
 
         shm_count(&w->shm, api_calls);
+        atomic_fetch_add_explicit(&w->shm.header->workers[w->index].requests, 1,
+                                  memory_order_relaxed);
         if (api_start(&w->api, call, &outcome) < 0) {
-                shm_count(&w->shm, api_errors);
+                worker_count_error(w, outcome.status, 0);
                 worker_log_outcome(w, &call->job, outcome.status, outcome.message);
                 worker_reply(w, call, outcome.status, outcome.error_code, outcome.message, NULL, 0);
         }
@@ -185,6 +206,9 @@ static void worker_fill(struct worker_state *w, uint64_t *wait_ns)
                 if (r == SLOT_TAKE_OK || r == SLOT_TAKE_EXPIRED)
                         worker_record(w, (unsigned)(call - w->api.calls), &call->job);
                 shm_unlock(&w->shm);
+                if (r == SLOT_TAKE_OK && now > call->job.pending_since_ns)
+                        histogram_record(&w->shm.header->queue_wait,
+                                         (now - call->job.pending_since_ns) / 1000);
 
                 if (r == SLOT_TAKE_EMPTY)
                         return;
@@ -270,6 +294,8 @@ static void worker_throttled(struct worker_state *w, struct api_call *call,
         int requeued;
 
         shm_count(&w->shm, api_throttled);
+        if (outcome->http_status == 429)
+                shm_count(&w->shm, api_429);
         if (!outcome->has_delay)
                 delay_ns = worker_backoff_ns(w, ++w->throttle_count);
         if (delay_ns > 0)
@@ -300,7 +326,7 @@ static void worker_failed(struct worker_state *w, struct api_call *call,
 {
         uint64_t retry_at = shm_now_ns() + worker_backoff_ns(w, call->attempts);
 
-        shm_count(&w->shm, api_errors);
+        worker_count_error(w, outcome->status, outcome->http_status);
         worker_log_outcome(w, &call->job, outcome->status, outcome->message);
         if (retry_at - call->job.pending_since_ns >= w->shm.header->max_wait_ns) {
                 worker_reply(w, call, outcome->status, outcome->error_code, outcome->message, NULL,
@@ -315,6 +341,7 @@ static void worker_finished(struct worker_state *w, struct api_call *call, CURLc
         struct api_outcome outcome;
 
         api_finish(&w->api, call, rc, &outcome);
+        histogram_record(&w->shm.header->api_time, (shm_now_ns() - call->started_ns) / 1000);
         log_debug("slot %u seq %" PRIu64 ": attempt %u took %.1f ms, HTTP %ld, action %d",
                   call->job.slot, call->job.seq, call->attempts,
                   (double)(shm_now_ns() - call->started_ns) / 1e6, outcome.http_status,
@@ -330,7 +357,7 @@ static void worker_finished(struct worker_state *w, struct api_call *call, CURLc
                 if (outcome.status == IPC_STATUS_OK)
                         w->throttle_count = 0;
                 else
-                        shm_count(&w->shm, api_errors);
+                        worker_count_error(w, outcome.status, outcome.http_status);
                 worker_log_outcome(w, &call->job, outcome.status, outcome.message);
                 if (outcome.has_delay)
                         worker_pause(w, outcome.delay_ns, outcome.http_status);
@@ -340,26 +367,68 @@ static void worker_finished(struct worker_state *w, struct api_call *call, CURLc
         }
 }
 
-/* Reads the daemon's wake messages. A closed socket means the daemon is gone, so exit. */
-static void worker_drain_wakes(struct worker_state *w)
+static void worker_read_conf(struct worker_state *w, struct conf *conf);
+
+/*
+ * Reads what the daemon sent: wake bytes, and a whole configuration message after a reload,
+ * which is applied once no call is in flight. A closed socket means the daemon is gone, so exit.
+ */
+static void worker_drain_socket(struct worker_state *w)
 {
-        char buffer[256];
+        unsigned char buffer[256];
 
         for (;;) {
-                ssize_t n = recv(w->fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+                ssize_t n = recv(w->fd, buffer, sizeof(buffer), MSG_DONTWAIT | MSG_PEEK), wakes = 0;
 
-                if (n > 0)
-                        continue;
                 if (n == 0) {
                         log_debug("the daemon closed the socket; exiting");
                         exit(0);
                 }
-                if (errno == EINTR)
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                                return;
+                        log_fatal("reading from the daemon failed: %s", strerror(errno));
+                }
+                while (wakes < n && buffer[wakes] == IPC_WAKE)
+                        wakes++;
+                if (wakes > 0) {
+                        if (recv(w->fd, buffer, (size_t)wakes, MSG_DONTWAIT) < 0 && errno != EINTR)
+                                log_fatal("reading from the daemon failed: %s", strerror(errno));
                         continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                        return;
-                log_fatal("reading from the daemon failed: %s", strerror(errno));
+                }
+                /* The daemon writes a configuration whole, so a blocking read ends soon. */
+                worker_read_conf(w, &w->next_conf);
+                w->next_conf_pending = 1;
         }
+}
+
+/* Returns 1 if a call of this worker is in flight or waits for its retry. */
+static int worker_busy(const struct worker_state *w)
+{
+        for (unsigned i = 0; i < w->conf.max_inflight; i++) {
+                if (w->api.calls[i].busy)
+                        return 1;
+        }
+        return 0;
+}
+
+/* Switches to a reloaded configuration once the calls made under the old one are done. */
+static void worker_apply_conf(struct worker_state *w)
+{
+        if (!w->next_conf_pending || worker_busy(w))
+                return;
+        w->next_conf_pending = 0;
+        api_free(&w->api);
+        w->conf = w->next_conf;
+        log_level = w->conf.log_level;
+        if (api_init(&w->api, &w->conf) < 0)
+                log_fatal("cannot set up libcurl with the reloaded configuration");
+        log_info("configuration applied: API rate %" PRIu64 ".%03" PRIu64
+                 "/s burst %u, timeout %u ms, %u calls at once, log level %s",
+                 w->conf.rate_milli / 1000, w->conf.rate_milli % 1000, w->conf.burst,
+                 w->conf.api_timeout_ms, w->conf.max_inflight, log_level_name(log_level));
 }
 
 /* Waits up to WAIT_NS for curl's sockets, curl's timers or a wake from the daemon. */
@@ -376,7 +445,7 @@ static void worker_poll(struct worker_state *w, uint64_t wait_ns)
         if (mc != CURLM_OK)
                 log_fatal("curl_multi_poll failed: %s", curl_multi_strerror(mc));
         if (wake.revents != 0)
-                worker_drain_wakes(w);
+                worker_drain_socket(w);
 }
 
 /* Lets curl make progress and handles every finished call. */
@@ -401,8 +470,11 @@ static void worker_run(struct worker_state *w)
         for (;;) {
                 uint64_t wait_ns = (uint64_t)WORKER_MAX_POLL_MS * 1000000ULL;
 
+                worker_apply_conf(w);
                 worker_retry_due(w, &wait_ns);
-                worker_fill(w, &wait_ns);
+                /* While a reload waits for the running calls, no new call starts. */
+                if (!w->next_conf_pending)
+                        worker_fill(w, &wait_ns);
                 worker_poll(w, wait_ns);
                 worker_collect(w);
         }
@@ -412,7 +484,7 @@ static void worker_run(struct worker_state *w)
  * Reads the configuration that the daemon sends first on the socket, so that a worker restarted
  * later runs with the daemon's settings even if the file has been edited since.
  */
-static void worker_read_conf(struct worker_state *w)
+static void worker_read_conf(struct worker_state *w, struct conf *conf)
 {
         struct ipc_header h;
 
@@ -420,11 +492,11 @@ static void worker_read_conf(struct worker_state *w)
         if (ipc_read_full(w->fd, &h, sizeof(h)) < 0)
                 log_fatal("cannot read the configuration from the daemon: %s",
                           errno != 0 ? strerror(errno) : "end of file");
-        if (h.magic != IPC_MAGIC || h.type != IPC_CONF || h.length != sizeof(w->conf))
+        if (h.magic != IPC_MAGIC || h.type != IPC_CONF || h.length != sizeof(*conf))
                 log_fatal("invalid configuration message from the daemon (type %u, length %u); "
                           "the daemon and worker binaries must come from the same build",
                           h.type, h.length);
-        if (ipc_read_full(w->fd, &w->conf, sizeof(w->conf)) < 0)
+        if (ipc_read_full(w->fd, conf, sizeof(*conf)) < 0)
                 log_fatal("cannot read the configuration from the daemon");
 }
 
@@ -461,7 +533,7 @@ int main(int argc, char **argv)
         log_init(role, LOG_LEVEL_INFO);
         if (fstat(w.fd, &st) < 0 || !S_ISSOCK(st.st_mode))
                 log_fatal("file descriptor %d is not a socket to the daemon", w.fd);
-        worker_read_conf(&w);
+        worker_read_conf(&w, &w.conf);
         log_level = w.conf.log_level;
 
         if (shm_attach(&w.shm, w.conf.shm_name, errors, sizeof(errors)) < 0)

@@ -174,6 +174,7 @@ class Servers {
       '[server]',
       `listen = 127.0.0.1:${this.port}`,
       `shm_name = /incsearchd-browser-${process.pid}`,
+      `control_socket = ${path.join(this.dir, 'control.sock')}`,
       'max_connections = 64',
       'log_level = debug',
       '[api]',
