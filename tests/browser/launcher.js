@@ -116,11 +116,20 @@ class Program {
 /*
  * The demo API and incsearchd in front of it, in a fresh temporary folder that contains the
  * config and both logs. options.apiRate and apiBurst set the demo API's -r and -b;
- * options.rate and burst set incsearchd's [api] rate and burst.
+ * options.rate and burst set incsearchd's [api] rate and burst, and options.maxWaitMs its
+ * max_wait_ms: short by default, so that the error state shows while the demo API is down
+ * instead of after the default 10 s of retries.
  */
 class Servers {
   constructor(options = {}) {
-    this.options = {apiRate: '50', apiBurst: '10', rate: '45', burst: '8', ...options};
+    this.options = {
+      apiRate: '50',
+      apiBurst: '10',
+      rate: '45',
+      burst: '8',
+      maxWaitMs: '1500',
+      ...options,
+    };
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'incsearchd-browser-'));
     this.apiPort = null;
     this.port = null;
@@ -180,6 +189,7 @@ class Servers {
       '[api]',
       `url = http://127.0.0.1:${this.apiPort}/search?q={q}&limit=10`,
       'timeout_ms = 2000',
+      `max_wait_ms = ${this.options.maxWaitMs}`,
       `rate = ${this.options.rate}`,
       `burst = ${this.options.burst}`,
       '[workers]',

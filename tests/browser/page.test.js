@@ -279,7 +279,13 @@ describe('demo page', () => {
 // The demo API allows 1 call per second and incsearchd spends 1 every 2 s, so a second query
 // right after a first one waits about 2 s for its token, past the client's 1 s lateMs.
 describe('demo page under a tight rate limit', () => {
-  const session = new Session({apiRate: '1', apiBurst: '1', rate: '0.5', burst: '1'});
+  const session = new Session({
+    apiRate: '1',
+    apiBurst: '1',
+    rate: '0.5',
+    burst: '1',
+    maxWaitMs: '10000',
+  });
 
   before(() => session.start());
   after(() => session.stop());
