@@ -39,7 +39,8 @@ SBINDIR ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
 
 COMMON = $(B)/common/log.o $(B)/common/conf.o $(B)/common/shm.o $(B)/common/slot.o \
-	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o $(B)/common/histogram.o
+	 $(B)/common/bucket.o $(B)/common/ipc.o $(B)/common/reply.o $(B)/common/histogram.o \
+	 $(B)/common/utf8.o
 DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
 	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o $(B)/daemon/page.o \
@@ -112,13 +113,15 @@ FUZZ_CFLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Idaemon -Icom
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZERS = build/fuzz/fuzz_http build/fuzz/fuzz_frame
 
-build/fuzz/fuzz_http: fuzz/fuzz_http.c daemon/http.c daemon/ws.c daemon/http.h daemon/ws.h
+build/fuzz/fuzz_http: fuzz/fuzz_http.c daemon/http.c daemon/ws.c common/utf8.c daemon/http.h \
+		daemon/ws.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_http.c daemon/http.c daemon/ws.c $(CRYPTO)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_http.c daemon/http.c daemon/ws.c common/utf8.c \
+		$(CRYPTO)
 
-build/fuzz/fuzz_frame: fuzz/fuzz_frame.c daemon/ws.c daemon/ws.h
+build/fuzz/fuzz_frame: fuzz/fuzz_frame.c daemon/ws.c common/utf8.c daemon/ws.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_frame.c daemon/ws.c $(CRYPTO)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_frame.c daemon/ws.c common/utf8.c $(CRYPTO)
 
 fuzz-build: $(FUZZERS)
 

@@ -216,10 +216,20 @@ static void client_send_error(struct client *client, int64_t seq, const char *qu
         free(text);
 }
 
-/* Counts the UTF-8 characters in valid UTF-8 TEXT, stopping at LIMIT. */
+/*
+ * Counts the UTF-8 characters in valid UTF-8 TEXT, stopping at LIMIT. White space at either
+ * end is not counted, because the cache and the API see the query trimmed.
+ */
 static size_t client_count_chars(const char *text, size_t len, size_t limit)
 {
         size_t chars = 0;
+
+        while (len > 0 && isspace((unsigned char)*text)) {
+                text++;
+                len--;
+        }
+        while (len > 0 && isspace((unsigned char)text[len - 1]))
+                len--;
 
         for (size_t i = 0; i < len && chars < limit; i++) {
                 if (((unsigned char)text[i] & 0xC0) != 0x80)
@@ -352,48 +362,47 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
 }
 
 /*
- * Handles one complete text message: a JSON object {"q": text, "seq": n} or, when the text
- * does not start with "{", the query text itself.
+ * Checks the seq of a query, numbering it when the client sent none, and submits it. A query
+ * that arrives while the daemon shuts down gets error overloaded.
  */
-static void client_handle_message(struct client *client, const char *text, size_t len)
+static void client_query(struct client *client, int has_seq, int64_t seq, const char *query,
+                         size_t len)
 {
-        static struct json_tokener *tok;
-        struct query_message message;
-        json_object *obj, *q, *seq_obj;
-        const char *s = text;
-        int64_t seq;
-
+        if (!has_seq) {
+                seq = client->last_seq < 1 ? 1 : client->last_seq + 1;
+                if (seq > CLIENT_MAX_SEQ) {
+                        client_send_error(client, -1, query, len, REPLY_BAD_REQUEST,
+                                          "the next seq would pass 2^53-1; reconnect");
+                        return;
+                }
+        } else if (seq <= client->last_seq) {
+                client_send_error(client, seq, query, len, REPLY_BAD_REQUEST,
+                                  "\"seq\" must increase with every query");
+                return;
+        }
         if (daemon_state.stopping) {
-                client_send_error(client, -1, NULL, 0, REPLY_OVERLOADED,
+                client_send_error(client, seq, query, len, REPLY_OVERLOADED,
                                   "the server is shutting down; reconnect in a few seconds");
                 return;
         }
-        while (s < text + len && isspace((unsigned char)*s))
-                s++;
-        if (s == text + len || *s != '{') {
-                seq = client->last_seq < 1 ? 1 : client->last_seq + 1;
-                client_submit(client, seq, text, len);
-                return;
-        }
+        client_submit(client, seq, query, len);
+}
 
-        if (query_parse_fast(s, len - (size_t)(s - text), &message)) {
-                if (!message.has_seq) {
-                        seq = client->last_seq < 1 ? 1 : client->last_seq + 1;
-                } else if (message.seq <= client->last_seq) {
-                        client_send_error(client, message.seq, message.q, message.q_len,
-                                          REPLY_BAD_REQUEST,
-                                          "\"seq\" must increase with every query");
-                        return;
-                } else {
-                        seq = message.seq;
-                }
-                client_submit(client, seq, message.q, message.q_len);
-                return;
-        }
+/* Parses a JSON message the fast parser left, with json-c in strict mode, and submits it. */
+static void client_handle_json(struct client *client, const char *text, size_t len)
+{
+        static struct json_tokener *tok;
+        json_object *obj, *q, *seq_obj;
+        int64_t seq = 0;
+        int has_seq;
 
         /* One tokener for the daemon's life: creating one per message costs a locale copy. */
-        if (tok == NULL && (tok = json_tokener_new()) == NULL)
-                return;
+        if (tok == NULL) {
+                tok = json_tokener_new();
+                if (tok == NULL)
+                        return;
+                json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+        }
         json_tokener_reset(tok);
         obj = json_tokener_parse_ex(tok, text, (int)len);
         if (obj == NULL || json_tokener_get_parse_end(tok) != len ||
@@ -403,34 +412,51 @@ static void client_handle_message(struct client *client, const char *text, size_
                     "message is not valid JSON: send {\"q\": text, \"seq\": n} or plain text");
                 goto done;
         }
-        if (!json_object_object_get_ex(obj, "q", &q) || !json_object_is_type(q, json_type_string)) {
-                client_send_error(client, -1, NULL, 0, REPLY_BAD_REQUEST,
-                                  "missing or non-string \"q\"");
-                goto done;
-        }
-        if (json_object_object_get_ex(obj, "seq", &seq_obj)) {
+        has_seq = json_object_object_get_ex(obj, "seq", &seq_obj);
+        if (has_seq) {
                 errno = 0;
                 seq = json_object_get_int64(seq_obj);
                 if (!json_object_is_type(seq_obj, json_type_int) || seq < 0 || errno != 0 ||
-                    seq > CLIENT_MAX_SEQ) {
-                        client_send_error(client, -1, json_object_get_string(q),
-                                          (size_t)json_object_get_string_len(q), REPLY_BAD_REQUEST,
-                                          "\"seq\" must be an integer from 0 to 2^53-1");
-                        goto done;
-                }
-                if (seq <= client->last_seq) {
-                        client_send_error(client, seq, json_object_get_string(q),
-                                          (size_t)json_object_get_string_len(q), REPLY_BAD_REQUEST,
-                                          "\"seq\" must increase with every query");
-                        goto done;
-                }
-        } else {
-                seq = client->last_seq < 1 ? 1 : client->last_seq + 1;
+                    seq > CLIENT_MAX_SEQ)
+                        seq = -1;
         }
-        client_submit(client, seq, json_object_get_string(q),
-                      (size_t)json_object_get_string_len(q));
+        if (!json_object_object_get_ex(obj, "q", &q) || !json_object_is_type(q, json_type_string)) {
+                client_send_error(client, seq, NULL, 0, REPLY_BAD_REQUEST,
+                                  "missing or non-string \"q\"");
+                goto done;
+        }
+        if (has_seq && seq < 0) {
+                client_send_error(client, -1, json_object_get_string(q),
+                                  (size_t)json_object_get_string_len(q), REPLY_BAD_REQUEST,
+                                  "\"seq\" must be an integer from 0 to 2^53-1");
+                goto done;
+        }
+        client_query(client, has_seq, seq, json_object_get_string(q),
+                     (size_t)json_object_get_string_len(q));
 done:
         json_object_put(obj);
+}
+
+/*
+ * Handles one complete text message: a JSON object {"q": text, "seq": n} or, when the text
+ * does not start with "{", the query text itself.
+ */
+static void client_handle_message(struct client *client, const char *text, size_t len)
+{
+        struct query_message message;
+        const char *s = text;
+
+        while (s < text + len && isspace((unsigned char)*s))
+                s++;
+        if (s == text + len || *s != '{') {
+                client_query(client, 0, 0, text, len);
+                return;
+        }
+        if (query_parse_fast(s, len - (size_t)(s - text), &message)) {
+                client_query(client, message.has_seq, message.seq, message.q, message.q_len);
+                return;
+        }
+        client_handle_json(client, text, len);
 }
 
 /* Adds a text fragment to the message being assembled. Returns -1 if the client was closed. */

@@ -127,70 +127,6 @@ int ws_accept_key(const char *key, size_t len, char *out)
         return 0;
 }
 
-/*
- * The state packs what the validator expects next. Bits 0-3 count the continuation bytes left,
- * and bits 8-15 and 16-23 hold the lowest and highest value allowed for the next byte. Those
- * bounds rule out overlong forms, surrogates and code points above U+10FFFF. The state 0 means
- * "between characters" and 1 means "invalid".
- */
-static uint32_t ws_utf8_expect(uint32_t left, uint8_t low, uint8_t high)
-{
-        return left | (uint32_t)low << 8 | (uint32_t)high << 16;
-}
-
-uint32_t ws_utf8_feed(uint32_t state, const uint8_t *data, size_t len)
-{
-        for (size_t i = 0; i < len && state != WS_UTF8_REJECT; i++) {
-                uint8_t c;
-
-                /* Skip ASCII eight bytes at a time between characters: most queries are ASCII. */
-                while (state == WS_UTF8_ACCEPT && i + 8 <= len) {
-                        uint64_t chunk;
-
-                        memcpy(&chunk, data + i, sizeof(chunk));
-                        if (chunk & 0x8080808080808080ULL)
-                                break;
-                        i += 8;
-                }
-                if (i == len)
-                        break;
-                c = data[i];
-
-                if (state == WS_UTF8_ACCEPT) {
-                        if (c < 0x80)
-                                continue;
-                        if (c >= 0xC2 && c <= 0xDF)
-                                state = ws_utf8_expect(1, 0x80, 0xBF);
-                        else if (c == 0xE0)
-                                state = ws_utf8_expect(2, 0xA0, 0xBF);
-                        else if (c == 0xED)
-                                state = ws_utf8_expect(2, 0x80, 0x9F);
-                        else if (c >= 0xE1 && c <= 0xEF)
-                                state = ws_utf8_expect(2, 0x80, 0xBF);
-                        else if (c == 0xF0)
-                                state = ws_utf8_expect(3, 0x90, 0xBF);
-                        else if (c >= 0xF1 && c <= 0xF3)
-                                state = ws_utf8_expect(3, 0x80, 0xBF);
-                        else if (c == 0xF4)
-                                state = ws_utf8_expect(3, 0x80, 0x8F);
-                        else
-                                state = WS_UTF8_REJECT;
-                        continue;
-                }
-
-                uint32_t left = state & 0xF;
-                uint8_t low = (uint8_t)(state >> 8), high = (uint8_t)(state >> 16);
-
-                if (c < low || c > high)
-                        state = WS_UTF8_REJECT;
-                else if (left == 1)
-                        state = WS_UTF8_ACCEPT;
-                else
-                        state = ws_utf8_expect(left - 1, 0x80, 0xBF);
-        }
-        return state;
-}
-
 int ws_close_code_valid(unsigned code)
 {
         if (code >= 1000 && code <= 1003)
@@ -204,7 +140,7 @@ void ws_parser_init(struct ws_parser *parser, uint32_t max_message_bytes)
 {
         memset(parser, 0, sizeof(*parser));
         parser->max_message_bytes = max_message_bytes;
-        parser->utf8 = WS_UTF8_ACCEPT;
+        parser->utf8 = UTF8_ACCEPT;
 }
 
 static enum ws_frame_kind ws_fail(struct ws_parser *parser, unsigned code, const char *error)
@@ -255,7 +191,7 @@ static enum ws_frame_kind ws_parse_close(struct ws_parser *parser, const uint8_t
         code = len == 0 ? 0 : (unsigned)payload[0] << 8 | payload[1];
         if (len >= 2 && !ws_close_code_valid(code))
                 return ws_fail(parser, WS_CLOSE_PROTOCOL_ERROR, "invalid close code");
-        if (len > 2 && ws_utf8_feed(WS_UTF8_ACCEPT, payload + 2, len - 2) != WS_UTF8_ACCEPT)
+        if (len > 2 && utf8_feed(UTF8_ACCEPT, payload + 2, len - 2) != UTF8_ACCEPT)
                 return ws_fail(parser, WS_CLOSE_INVALID_DATA, "close reason is not UTF-8");
         parser->closed = 1;
         parser->close_code = (uint16_t)code;
@@ -264,12 +200,12 @@ static enum ws_frame_kind ws_parse_close(struct ws_parser *parser, const uint8_t
 
 static enum ws_frame_kind ws_parse_text(struct ws_parser *parser, struct ws_frame *frame)
 {
-        uint32_t utf8 = frame->header.opcode == WS_OP_TEXT ? WS_UTF8_ACCEPT : parser->utf8;
+        uint32_t utf8 = frame->header.opcode == WS_OP_TEXT ? UTF8_ACCEPT : parser->utf8;
 
-        utf8 = ws_utf8_feed(utf8, frame->payload, frame->len);
-        if (utf8 == WS_UTF8_REJECT)
+        utf8 = utf8_feed(utf8, frame->payload, frame->len);
+        if (utf8 == UTF8_REJECT)
                 return ws_fail(parser, WS_CLOSE_INVALID_DATA, "text is not valid UTF-8");
-        if (frame->header.fin && utf8 != WS_UTF8_ACCEPT)
+        if (frame->header.fin && utf8 != UTF8_ACCEPT)
                 return ws_fail(parser, WS_CLOSE_INVALID_DATA, "text ends inside a UTF-8 character");
 
         frame->message_start = frame->header.opcode == WS_OP_TEXT;
@@ -277,7 +213,7 @@ static enum ws_frame_kind ws_parse_text(struct ws_parser *parser, struct ws_fram
         if (frame->header.fin) {
                 parser->in_message = 0;
                 parser->message_len = 0;
-                parser->utf8 = WS_UTF8_ACCEPT;
+                parser->utf8 = UTF8_ACCEPT;
         } else {
                 parser->in_message = 1;
                 parser->message_len =

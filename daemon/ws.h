@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "utf8.h"
+
 #define WS_MAX_HEADER 14 /* 2 + 8 bytes of 64-bit length + 4 bytes of mask */
 #define WS_ACCEPT_LEN 28 /* base64 of a SHA-1 digest */
 
@@ -61,12 +63,6 @@ int ws_key_valid(const char *key, size_t len);
 /* Computes Sec-WebSocket-Accept for KEY into OUT (WS_ACCEPT_LEN + 1 bytes). Returns 0 or -1. */
 int ws_accept_key(const char *key, size_t len, char *out);
 
-/* Incremental UTF-8 validation: start with state WS_UTF8_ACCEPT, feed every chunk, and the
- * text is valid if the final state is WS_UTF8_ACCEPT. WS_UTF8_REJECT is final. */
-#define WS_UTF8_ACCEPT 0
-#define WS_UTF8_REJECT 1
-uint32_t ws_utf8_feed(uint32_t state, const uint8_t *data, size_t len);
-
 /* Returns 1 if a peer may send CODE in a close frame. */
 int ws_close_code_valid(unsigned code);
 
@@ -97,7 +93,7 @@ enum ws_frame_kind {
 struct ws_parser {
         uint32_t max_message_bytes; /* text messages over this many bytes fail with 1009 */
         uint32_t message_len;       /* bytes of the open fragmented message so far */
-        uint32_t utf8;              /* ws_utf8_feed state across the open message */
+        uint32_t utf8;              /* utf8_feed state across the open message */
         uint16_t close_code;        /* see WS_FRAME_ERROR and WS_FRAME_CLOSE */
         uint8_t in_message;         /* a fragmented text message is open */
         uint8_t closed;             /* a close frame arrived or the stream failed */

@@ -127,8 +127,19 @@ END_TEST
 START_TEST(api_json_rejects_invalid)
 {
         static const char *const invalid[] = {
-            "",        "[1",          "{\"r\":NaN}", "[Infinity]", "[-Infinity]",
-            "[1e999]", "{\"q\":'a'}", "[1]/*c*/",    "[1] x",      "[\"\xc3\x28\"]",
+            "",
+            "[1",
+            "{\"r\":NaN}",
+            "[Infinity]",
+            "[-Infinity]",
+            "[1e999]",
+            "{\"q\":'a'}",
+            "[1]/*c*/",
+            "[1] x",
+            "[\"\xc3\x28\"]",
+            "[\"\xc0\xaf\"]",
+            "[\"\xed\xa0\x80\"]",
+            "[\"\xf4\x90\x80\x80\"]",
             "[1][2]",
         };
 

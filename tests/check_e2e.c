@@ -357,7 +357,11 @@ START_TEST(e2e_bad_json_keeps_connection)
                                           "{\"q\":5}",
                                           "{\"q\":\"a\",\"seq\":-1}",
                                           "{\"q\":\"a\",\"seq\":\"x\"}",
-                                          "{\"q\":\"a\"} trailing"};
+                                          "{\"q\":\"a\"} trailing",
+                                          "{\"q\":\"ita\",}",
+                                          "{\"q\":\"ita\" /*c*/}",
+                                          "{'q':'ita'}",
+                                          "{\"q\":\"a\",\"seq\":00012}"};
         json_object *reply;
         int fd;
 
@@ -405,6 +409,13 @@ START_TEST(e2e_short_and_long_queries)
         reply = e2e_next_json(fd, 3000);
         ck_assert_str_eq(e2e_string(reply, "error"), "query_too_long");
         ck_assert_int_eq(e2e_int(reply, "seq"), 2);
+        json_object_put(reply);
+
+        /* White space alone is shorter than min_query_chars once trimmed. */
+        reply = e2e_query(fd, "   ", 3, 3000);
+        ck_assert_str_eq(e2e_string(reply, "type"), "results");
+        ck_assert(json_object_object_get_ex(reply, "results", &results));
+        ck_assert_uint_eq(json_object_array_length(results), 0);
         json_object_put(reply);
         close(fd);
         ck_assert_int_eq(harness_api_stat(&e2e, "requests"), 0);

@@ -111,39 +111,38 @@ END_TEST
 
 static uint32_t ws_utf8(const char *s)
 {
-        return ws_utf8_feed(WS_UTF8_ACCEPT, (const uint8_t *)s, strlen(s));
+        return utf8_feed(UTF8_ACCEPT, (const uint8_t *)s, strlen(s));
 }
 
 START_TEST(ws_utf8_valid_text)
 {
-        ck_assert_uint_eq(ws_utf8("plain"), WS_UTF8_ACCEPT);
-        ck_assert_uint_eq(ws_utf8("Z\xc3\xbcrich"), WS_UTF8_ACCEPT);
-        ck_assert_uint_eq(ws_utf8("\xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"),
-                          WS_UTF8_ACCEPT);
+        ck_assert_uint_eq(ws_utf8("plain"), UTF8_ACCEPT);
+        ck_assert_uint_eq(ws_utf8("Z\xc3\xbcrich"), UTF8_ACCEPT);
+        ck_assert_uint_eq(ws_utf8("\xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"), UTF8_ACCEPT);
 }
 END_TEST
 
 START_TEST(ws_utf8_invalid_text)
 {
-        ck_assert_uint_eq(ws_utf8("\xc0\xaf"), WS_UTF8_REJECT);         /* overlong */
-        ck_assert_uint_eq(ws_utf8("\xed\xa0\x80"), WS_UTF8_REJECT);     /* surrogate */
-        ck_assert_uint_eq(ws_utf8("\xf4\x90\x80\x80"), WS_UTF8_REJECT); /* above U+10FFFF */
-        ck_assert_uint_eq(ws_utf8("\x80"), WS_UTF8_REJECT);
-        ck_assert_uint_eq(ws_utf8("\xff"), WS_UTF8_REJECT);
-        ck_assert_uint_ne(ws_utf8("\xe2\x82"), WS_UTF8_ACCEPT); /* truncated */
+        ck_assert_uint_eq(ws_utf8("\xc0\xaf"), UTF8_REJECT);         /* overlong */
+        ck_assert_uint_eq(ws_utf8("\xed\xa0\x80"), UTF8_REJECT);     /* surrogate */
+        ck_assert_uint_eq(ws_utf8("\xf4\x90\x80\x80"), UTF8_REJECT); /* above U+10FFFF */
+        ck_assert_uint_eq(ws_utf8("\x80"), UTF8_REJECT);
+        ck_assert_uint_eq(ws_utf8("\xff"), UTF8_REJECT);
+        ck_assert_uint_ne(ws_utf8("\xe2\x82"), UTF8_ACCEPT); /* truncated */
 }
 END_TEST
 
 START_TEST(ws_utf8_split_code_point)
 {
         const uint8_t euro[] = {0xe2, 0x82, 0xac};
-        uint32_t state = ws_utf8_feed(WS_UTF8_ACCEPT, euro, 1);
+        uint32_t state = utf8_feed(UTF8_ACCEPT, euro, 1);
 
-        ck_assert_uint_ne(state, WS_UTF8_REJECT);
-        state = ws_utf8_feed(state, euro + 1, 1);
-        ck_assert_uint_ne(state, WS_UTF8_ACCEPT);
-        state = ws_utf8_feed(state, euro + 2, 1);
-        ck_assert_uint_eq(state, WS_UTF8_ACCEPT);
+        ck_assert_uint_ne(state, UTF8_REJECT);
+        state = utf8_feed(state, euro + 1, 1);
+        ck_assert_uint_ne(state, UTF8_ACCEPT);
+        state = utf8_feed(state, euro + 2, 1);
+        ck_assert_uint_eq(state, UTF8_ACCEPT);
 }
 END_TEST
 

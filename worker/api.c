@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "reply.h"
+#include "utf8.h"
 
 #define API_NS_PER_S 1000000000ULL
 #define API_MAX_DELAY_S 86400ULL /* a longer pause than a day is taken as a day */
@@ -318,7 +319,9 @@ int api_json_valid(const char *text, size_t len)
         json_object *parsed;
         int valid;
 
-        if (tok == NULL || len > INT32_MAX) {
+        /* json-c's own UTF-8 check lets overlong forms and surrogates through. */
+        if (tok == NULL || len > INT32_MAX ||
+            utf8_feed(UTF8_ACCEPT, (const uint8_t *)text, len) != UTF8_ACCEPT) {
                 json_tokener_free(tok);
                 return 0;
         }
