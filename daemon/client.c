@@ -30,6 +30,9 @@
 /* Room for frames that arrive behind the one being read, beyond the largest message. */
 #define CLIENT_READ_SLACK 4096
 
+/* Bad input and misbehaving peers are logged, but no client can flood the log with them. */
+static struct log_limit client_bad_input_limit;
+
 static size_t client_queued(const struct client *client)
 {
         return evbuffer_get_length(bufferevent_get_output(client->bev));
@@ -58,10 +61,11 @@ static int client_send_frame(struct client *client, unsigned opcode, const void 
 
         if (client_queued(client) + len + WS_MAX_HEADER > d->conf.max_output_bytes) {
                 shm_count(&d->shm, closed_slow);
-                log_debug("client %llu (%s) slot %u: closed, %zu bytes queued and not read "
-                          "(max_output_bytes)",
-                          (unsigned long long)client->id, client->peer, client->slot,
-                          client_queued(client));
+                log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
+                            "client %llu (%s) slot %u: closed, %zu bytes queued and not read "
+                            "(max_output_bytes)",
+                            (unsigned long long)client->id, client->peer, client->slot,
+                            client_queued(client));
                 server_close_client(client);
                 return -1;
         }
@@ -130,9 +134,10 @@ void client_timed_out(struct client *client)
 
         if (client->ping_sent) {
                 shm_count(&d->shm, ping_timeouts);
-                log_debug("client %llu (%s) slot %u: no answer to a ping within %u ms; closing",
-                          (unsigned long long)client->id, client->peer, client->slot,
-                          d->conf.ping_timeout_ms);
+                log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
+                            "client %llu (%s) slot %u: no answer to a ping within %u ms; closing",
+                            (unsigned long long)client->id, client->peer, client->slot,
+                            d->conf.ping_timeout_ms);
                 server_close_client(client);
                 return;
         }
@@ -181,8 +186,6 @@ void client_close(struct client *client, unsigned code, const char *reason)
         server_finish(client);
 }
 
-/* Bad input from clients is logged, but no client can flood the log with it. */
-static struct log_limit client_bad_input_limit;
 
 static void client_fail(struct client *client, unsigned code, const char *reason)
 {
