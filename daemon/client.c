@@ -186,7 +186,6 @@ void client_close(struct client *client, unsigned code, const char *reason)
         server_finish(client);
 }
 
-
 static void client_fail(struct client *client, unsigned code, const char *reason)
 {
         struct daemon *d = &daemon_state;

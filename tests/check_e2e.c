@@ -49,24 +49,6 @@ static json_object *e2e_next_json(int fd, int timeout_ms)
         return obj;
 }
 
-static const char *e2e_string(json_object *obj, const char *key)
-{
-        json_object *value;
-
-        if (!json_object_object_get_ex(obj, key, &value))
-                return "";
-        return json_object_get_string(value);
-}
-
-static long long e2e_int(json_object *obj, const char *key)
-{
-        json_object *value;
-
-        if (!json_object_object_get_ex(obj, key, &value))
-                return -1;
-        return json_object_get_int64(value);
-}
-
 /* Returns 1 if the results array of OBJ has a place named NAME. */
 static int e2e_has_place(json_object *obj, const char *name)
 {
@@ -78,7 +60,7 @@ static int e2e_has_place(json_object *obj, const char *name)
         for (size_t i = 0; i < json_object_array_length(results); i++) {
                 json_object *place = json_object_array_get_idx(results, i);
 
-                if (strcmp(e2e_string(place, "name"), name) == 0)
+                if (strcmp(harness_json_string(place, "name"), name) == 0)
                         return 1;
         }
         return 0;
@@ -144,7 +126,7 @@ static void e2e_typist_read(struct e2e_typist *t, int timeout_ms)
 
                 wsc_frame_free(&frame);
                 ck_assert_ptr_nonnull(obj);
-                seq = e2e_int(obj, "seq");
+                seq = harness_json_int(obj, "seq");
                 ck_assert_msg(seq > t->received, "'%s': result for seq %lld after seq %lld",
                               t->word, seq, t->received);
                 t->received = seq;
@@ -191,8 +173,8 @@ static void e2e_type_words(struct e2e_typist *typists, unsigned count, long key_
                 ck_assert_msg(t->received == t->sent,
                               "'%s': last query seq %lld unanswered (got %lld)", t->word, t->sent,
                               t->received);
-                ck_assert_str_eq(e2e_string(t->last, "type"), "results");
-                ck_assert_str_eq(e2e_string(t->last, "q"), t->word);
+                ck_assert_str_eq(harness_json_string(t->last, "type"), "results");
+                ck_assert_str_eq(harness_json_string(t->last, "q"), t->word);
                 ck_assert_msg(e2e_has_place(t->last, t->expect), "'%s': %s not in %s", t->word,
                               t->expect, json_object_to_json_string(t->last));
                 json_object_put(t->last);
@@ -322,7 +304,7 @@ START_TEST(e2e_first_frame_with_handshake)
         ck_assert_int_ge(fd, 0);
         ck_assert_ptr_nonnull(strstr(response, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
         reply = e2e_next_json(fd, 5000);
-        ck_assert_int_eq(e2e_int(reply, "seq"), 1);
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
         ck_assert(e2e_has_place(reply, "Japan"));
         json_object_put(reply);
         close(fd);
@@ -338,13 +320,13 @@ START_TEST(e2e_plain_text_numbered)
         fd = e2e_connect();
         ck_assert_int_eq(wsc_send_text(fd, "norw"), 0);
         reply = e2e_next_json(fd, 5000);
-        ck_assert_int_eq(e2e_int(reply, "seq"), 1);
-        ck_assert_str_eq(e2e_string(reply, "q"), "norw");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
+        ck_assert_str_eq(harness_json_string(reply, "q"), "norw");
         ck_assert(e2e_has_place(reply, "Norway"));
         json_object_put(reply);
         ck_assert_int_eq(wsc_send_text(fd, "{\"q\":\"peru\"}"), 0);
         reply = e2e_next_json(fd, 5000);
-        ck_assert_int_eq(e2e_int(reply, "seq"), 2);
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 2);
         json_object_put(reply);
         close(fd);
 }
@@ -370,18 +352,18 @@ START_TEST(e2e_bad_json_keeps_connection)
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 ck_assert_int_eq(wsc_send_text(fd, bad[i]), 0);
                 reply = e2e_next_json(fd, 3000);
-                ck_assert_str_eq(e2e_string(reply, "type"), "error");
-                ck_assert_msg(strcmp(e2e_string(reply, "error"), "bad_request") == 0, "'%s' got %s",
-                              bad[i], json_object_to_json_string(reply));
+                ck_assert_str_eq(harness_json_string(reply, "type"), "error");
+                ck_assert_msg(strcmp(harness_json_string(reply, "error"), "bad_request") == 0,
+                              "'%s' got %s", bad[i], json_object_to_json_string(reply));
                 json_object_put(reply);
         }
         reply = e2e_query(fd, "chil", 10, 5000);
-        ck_assert_str_eq(e2e_string(reply, "type"), "results");
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
         ck_assert(e2e_has_place(reply, "Chile"));
         json_object_put(reply);
         /* A seq that does not increase is rejected. */
         reply = e2e_query(fd, "chi", 10, 3000);
-        ck_assert_str_eq(e2e_string(reply, "error"), "bad_request");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "bad_request");
         json_object_put(reply);
         close(fd);
 }
@@ -396,8 +378,8 @@ START_TEST(e2e_short_and_long_queries)
         harness_start(&e2e, NULL);
         fd = e2e_connect();
         reply = e2e_query(fd, "", 1, 3000);
-        ck_assert_str_eq(e2e_string(reply, "type"), "results");
-        ck_assert_int_eq(e2e_int(reply, "seq"), 1);
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
         ck_assert(json_object_object_get_ex(reply, "results", &results));
         ck_assert_uint_eq(json_object_array_length(results), 0);
         json_object_put(reply);
@@ -407,13 +389,13 @@ START_TEST(e2e_short_and_long_queries)
         snprintf(message + 6 + 300, sizeof(message) - 306, "\",\"seq\":2}");
         ck_assert_int_eq(wsc_send_text(fd, message), 0);
         reply = e2e_next_json(fd, 3000);
-        ck_assert_str_eq(e2e_string(reply, "error"), "query_too_long");
-        ck_assert_int_eq(e2e_int(reply, "seq"), 2);
+        ck_assert_str_eq(harness_json_string(reply, "error"), "query_too_long");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 2);
         json_object_put(reply);
 
         /* White space alone is shorter than min_query_chars once trimmed. */
         reply = e2e_query(fd, "   ", 3, 3000);
-        ck_assert_str_eq(e2e_string(reply, "type"), "results");
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
         ck_assert(json_object_object_get_ex(reply, "results", &results));
         ck_assert_uint_eq(json_object_array_length(results), 0);
         json_object_put(reply);
@@ -439,7 +421,7 @@ START_TEST(e2e_fragments_and_ping)
         ck_assert_str_eq((char *)frame.payload, "mid");
         wsc_frame_free(&frame);
         reply = e2e_next_json(fd, 5000);
-        ck_assert_int_eq(e2e_int(reply, "seq"), 4);
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 4);
         ck_assert(e2e_has_place(reply, "Switzerland"));
         json_object_put(reply);
 
@@ -497,10 +479,10 @@ static void e2e_expect_upstream_error(int fd, const char *query, long long seq, 
 {
         json_object *reply = e2e_query(fd, query, seq, 10000);
 
-        ck_assert_str_eq(e2e_string(reply, "type"), "error");
-        ck_assert_msg(strcmp(e2e_string(reply, "error"), code) == 0, "'%s': expected %s, got %s",
-                      query, code, json_object_to_json_string(reply));
-        ck_assert_int_eq(e2e_int(reply, "seq"), seq);
+        ck_assert_str_eq(harness_json_string(reply, "type"), "error");
+        ck_assert_msg(strcmp(harness_json_string(reply, "error"), code) == 0,
+                      "'%s': expected %s, got %s", query, code, json_object_to_json_string(reply));
+        ck_assert_int_eq(harness_json_int(reply, "seq"), seq);
         json_object_put(reply);
 }
 
@@ -536,28 +518,11 @@ START_TEST(e2e_api_down_reported)
         e2e.api_pid = 0;
         fd = e2e_connect();
         reply = e2e_query(fd, "japa", 1, 5000);
-        ck_assert_str_eq(e2e_string(reply, "error"), "upstream_error");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "upstream_error");
         json_object_put(reply);
         close(fd);
 }
 END_TEST
-
-/* Returns the pids of PARENT's children, from /proc. */
-static unsigned e2e_children(pid_t parent, pid_t *pids, unsigned max)
-{
-        char path[64];
-        unsigned n = 0;
-        FILE *f;
-        int pid;
-
-        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
-        f = fopen(path, "r");
-        ck_assert_ptr_nonnull(f);
-        while (n < max && fscanf(f, "%d", &pid) == 1)
-                pids[n++] = pid;
-        fclose(f);
-        return n;
-}
 
 START_TEST(e2e_worker_crash_requeues)
 {
@@ -570,20 +535,20 @@ START_TEST(e2e_worker_crash_requeues)
         harness_start(&e2e, &options);
         fd = e2e_connect();
         /* Wait for both workers, then kill them while one is inside the slow call. */
-        for (int waited = 0; e2e_children(e2e.daemon_pid, workers, 8) < 2 && waited < 3000;
+        for (int waited = 0; harness_children(e2e.daemon_pid, workers, 8) < 2 && waited < 3000;
              waited += 50)
                 e2e_sleep_ms(50);
         ck_assert_int_eq(wsc_send_text(fd, "{\"q\":\"fault:slow:1000\",\"seq\":1}"), 0);
         e2e_sleep_ms(300);
-        n = e2e_children(e2e.daemon_pid, workers, 8);
+        n = harness_children(e2e.daemon_pid, workers, 8);
         ck_assert_uint_eq(n, 2);
         for (unsigned i = 0; i < n; i++)
                 ck_assert_int_eq(kill(workers[i], SIGKILL), 0);
 
         /* The daemon restarts them and the query is called again. */
         reply = e2e_next_json(fd, 10000);
-        ck_assert_str_eq(e2e_string(reply, "type"), "results");
-        ck_assert_int_eq(e2e_int(reply, "seq"), 1);
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
         json_object_put(reply);
         reply = e2e_query(fd, "japa", 2, 5000);
         ck_assert(e2e_has_place(reply, "Japan"));
@@ -601,15 +566,15 @@ START_TEST(e2e_seq_beyond_safe_integer)
         harness_start(&e2e, NULL);
         fd = e2e_connect();
         reply = e2e_query(fd, "peru", 9007199254740992LL, 3000);
-        ck_assert_str_eq(e2e_string(reply, "error"), "bad_request");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "bad_request");
         json_object_put(reply);
         ck_assert_int_eq(wsc_send_text(fd, "{\"q\":\"peru\",\"seq\":18446744073709551615}"), 0);
         reply = e2e_next_json(fd, 3000);
-        ck_assert_str_eq(e2e_string(reply, "error"), "bad_request");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "bad_request");
         json_object_put(reply);
         reply = e2e_query(fd, "peru", 9007199254740991LL, 5000);
-        ck_assert_str_eq(e2e_string(reply, "type"), "results");
-        ck_assert_int_eq(e2e_int(reply, "seq"), 9007199254740991LL);
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 9007199254740991LL);
         json_object_put(reply);
         close(fd);
 }
@@ -624,8 +589,8 @@ static unsigned e2e_kill_workers(void)
         pid_t workers[8];
         unsigned n = 0;
 
-        for (int waited = 0; (n = e2e_children(e2e.daemon_pid, workers, 8)) < 2 && waited < 5000;
-             waited += 50)
+        for (int waited = 0;
+             (n = harness_children(e2e.daemon_pid, workers, 8)) < 2 && waited < 5000; waited += 50)
                 e2e_sleep_ms(50);
 
         for (unsigned i = 0; i < n; i++)
@@ -644,7 +609,7 @@ START_TEST(e2e_worker_killed_waiting_token)
         int a, b;
 
         harness_start(&e2e, &options);
-        for (int waited = 0; e2e_children(e2e.daemon_pid, workers, 8) < 2 && waited < 3000;
+        for (int waited = 0; harness_children(e2e.daemon_pid, workers, 8) < 2 && waited < 3000;
              waited += 50)
                 e2e_sleep_ms(50);
         a = e2e_connect();
@@ -780,7 +745,7 @@ START_TEST(e2e_batch_calls_latest)
         }
         ck_assert_int_eq(wsc_send_raw(fd, frames, used), 0);
         reply = e2e_next_json(fd, 5000);
-        ck_assert_int_eq(e2e_int(reply, "seq"), 40);
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 40);
         ck_assert(e2e_has_place(reply, "Switzerland"));
         json_object_put(reply);
         close(fd);

@@ -76,24 +76,6 @@ static json_object *sched_expect(int fd, int timeout_ms)
         return obj;
 }
 
-static const char *sched_string(json_object *obj, const char *key)
-{
-        json_object *value;
-
-        if (!json_object_object_get_ex(obj, key, &value))
-                return "";
-        return json_object_get_string(value);
-}
-
-static long long sched_int(json_object *obj, const char *key)
-{
-        json_object *value;
-
-        if (!json_object_object_get_ex(obj, key, &value))
-                return -1;
-        return json_object_get_int64(value);
-}
-
 static void sched_send(int fd, const char *text, long long seq)
 {
         char message[512];
@@ -109,9 +91,9 @@ static json_object *sched_results(int fd, const char *text, long long seq, int t
 
         sched_send(fd, text, seq);
         reply = sched_expect(fd, timeout_ms);
-        ck_assert_msg(strcmp(sched_string(reply, "type"), "results") == 0, "'%s' got %s", text,
-                      json_object_to_json_string(reply));
-        ck_assert_int_eq(sched_int(reply, "seq"), seq);
+        ck_assert_msg(strcmp(harness_json_string(reply, "type"), "results") == 0, "'%s' got %s",
+                      text, json_object_to_json_string(reply));
+        ck_assert_int_eq(harness_json_int(reply, "seq"), seq);
         return reply;
 }
 
@@ -158,7 +140,7 @@ START_TEST(sched_cache_hit_normalized)
         /* Case and white space differ, and the query text in the reply is the client's own. */
         reply = sched_results(b, "  SWITZ ", 1, 5000);
         ck_assert(sched_cached(reply));
-        ck_assert_str_eq(sched_string(reply, "q"), "  SWITZ ");
+        ck_assert_str_eq(harness_json_string(reply, "q"), "  SWITZ ");
         json_object_put(reply);
         reply = sched_results(b, "\xc3\x89GYPT", 2, 5000);
         ck_assert(!sched_cached(reply));
@@ -205,15 +187,15 @@ START_TEST(sched_equal_queries_coalesced)
         sched_send(b, "FAULT:SLOW:800:JAPAN", 7);
         sched_send(c, "fault:slow:800:japan", 3);
         reply = sched_expect(b, 5000);
-        ck_assert_int_eq(sched_int(reply, "seq"), 7);
-        ck_assert_str_eq(sched_string(reply, "q"), "FAULT:SLOW:800:JAPAN");
-        ck_assert_str_eq(sched_string(reply, "type"), "results");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 7);
+        ck_assert_str_eq(harness_json_string(reply, "q"), "FAULT:SLOW:800:JAPAN");
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
         json_object_put(reply);
         reply = sched_expect(a, 5000);
-        ck_assert_int_eq(sched_int(reply, "seq"), 1);
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
         json_object_put(reply);
         reply = sched_expect(c, 5000);
-        ck_assert_int_eq(sched_int(reply, "seq"), 3);
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 3);
         json_object_put(reply);
         ck_assert_int_eq(harness_api_stat(&sched, "requests"), 1);
         close(a);
@@ -239,8 +221,8 @@ START_TEST(sched_coalesced_leader_leaves)
         sched_send(c, "chile", 1);
         close(b);
         reply = sched_expect(c, 5000);
-        ck_assert_str_eq(sched_string(reply, "type"), "results");
-        ck_assert_int_eq(sched_int(reply, "seq"), 1);
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
         json_object_put(reply);
         close(a);
         close(c);
@@ -264,12 +246,12 @@ START_TEST(sched_retry_after_pauses_all)
         sched_send(b, "peru", 1);
         reply = sched_expect(b, 5000);
         took = sched_now_ms() - start;
-        ck_assert_str_eq(sched_string(reply, "type"), "results");
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
         ck_assert_msg(took >= 900, "peru answered %lld ms after the 429, inside the pause", took);
         json_object_put(reply);
         reply = sched_expect(a, 5000);
-        ck_assert_str_eq(sched_string(reply, "type"), "results");
-        ck_assert_int_eq(sched_int(reply, "seq"), 1);
+        ck_assert_str_eq(harness_json_string(reply, "type"), "results");
+        ck_assert_int_eq(harness_json_int(reply, "seq"), 1);
         json_object_put(reply);
         ck_assert_int_eq(harness_api_stat(&sched, "requests"), 3);
         close(a);
@@ -316,13 +298,13 @@ START_TEST(sched_max_wait_rejected)
         fd = sched_connect();
         sched_send(fd, "fault:429:30", 1);
         reply = sched_expect(fd, 5000);
-        ck_assert_str_eq(sched_string(reply, "type"), "error");
-        ck_assert_str_eq(sched_string(reply, "error"), "upstream_rejected");
+        ck_assert_str_eq(harness_json_string(reply, "type"), "error");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "upstream_rejected");
         json_object_put(reply);
         /* The API asked for 30 s, so the next query cannot be answered in time either. */
         sched_send(fd, "peru", 2);
         reply = sched_expect(fd, 5000);
-        ck_assert_str_eq(sched_string(reply, "error"), "upstream_rejected");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "upstream_rejected");
         json_object_put(reply);
         close(fd);
         ck_assert_int_eq(harness_api_stat(&sched, "requests"), 1);
@@ -358,7 +340,7 @@ START_TEST(sched_5xx_retried)
         fd = sched_connect();
         sched_send(fd, "fault:500", 1);
         reply = sched_expect(fd, 5000);
-        ck_assert_str_eq(sched_string(reply, "error"), "upstream_error");
+        ck_assert_str_eq(harness_json_string(reply, "error"), "upstream_error");
         json_object_put(reply);
         close(fd);
         ck_assert_int_ge(harness_api_stat(&sched, "requests"), 3);
@@ -380,7 +362,7 @@ static void sched_typist_read(struct sched_typist *t, int timeout_ms)
         json_object *obj;
 
         while ((obj = sched_recv(t->fd, timeout_ms)) != NULL) {
-                long long seq = sched_int(obj, "seq");
+                long long seq = harness_json_int(obj, "seq");
 
                 ck_assert_msg(seq > t->received, "result for seq %lld after seq %lld", seq,
                               t->received);
@@ -595,7 +577,7 @@ START_TEST(sched_chaos_kill_workers)
                         harness_dump_log(&sched, "incsearchd.log");
                 ck_assert_msg(t->received == t->sent, "'%s': last seq %lld unanswered (got %lld)",
                               words[i], t->sent, t->received);
-                ck_assert_msg(strcmp(sched_string(t->last, "type"), "results") == 0,
+                ck_assert_msg(strcmp(harness_json_string(t->last, "type"), "results") == 0,
                               "'%s': last reply %s", words[i], json_object_to_json_string(t->last));
                 json_object_put(t->last);
                 close(t->fd);

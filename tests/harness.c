@@ -306,3 +306,21 @@ unsigned harness_children(pid_t parent, pid_t *pids, unsigned max)
         fclose(f);
         return n;
 }
+
+const char *harness_json_string(json_object *obj, const char *key)
+{
+        json_object *value;
+
+        if (!json_object_object_get_ex(obj, key, &value))
+                return "";
+        return json_object_get_string(value);
+}
+
+long long harness_json_int(json_object *obj, const char *key)
+{
+        json_object *value;
+
+        if (!json_object_object_get_ex(obj, key, &value))
+                return -1;
+        return json_object_get_int64(value);
+}

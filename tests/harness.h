@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <json-c/json.h>
+
 /* Returns the build folder holding the programs: $INCSEARCHD_BUILD, or "build". */
 const char *harness_build_dir(void);
 
@@ -70,6 +72,12 @@ long long harness_api_stat(const struct harness *h, const char *name);
 
 /* Stores up to MAX pids of PARENT's children, from /proc, and returns how many there are. */
 unsigned harness_children(pid_t parent, pid_t *pids, unsigned max);
+
+/* Returns the string member KEY of OBJ, or "" when it is missing. */
+const char *harness_json_string(json_object *obj, const char *key);
+
+/* Returns the integer member KEY of OBJ, or -1 when it is missing. */
+long long harness_json_int(json_object *obj, const char *key);
 
 /* Prints a log file to stderr, for a failing test. */
 void harness_dump_log(const struct harness *h, const char *name);
