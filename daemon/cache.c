@@ -351,6 +351,17 @@ static void cache_promote(struct cache_flight *f)
         cache_destroy_flight(f);
 }
 
+/* Adds M at the end of F's waiters, so that the one waiting longest is promoted first. */
+static void cache_append_waiter(struct cache_flight *f, struct cache_member *m)
+{
+        struct cache_member **p = &f->waiters;
+
+        while (*p != NULL)
+                p = &(*p)->next;
+        m->next = NULL;
+        *p = m;
+}
+
 static void cache_remove_waiter(struct cache_flight *f, struct cache_member *m)
 {
         struct cache_member **p = &f->waiters;
@@ -464,8 +475,7 @@ int cache_submit(struct client *client, int64_t seq, const char *query, size_t l
                 if (cache_set_member(m, client, seq, query, len) < 0)
                         return 0;
                 m->flight = f;
-                m->next = f->waiters;
-                f->waiters = m;
+                cache_append_waiter(f, m);
                 daemon_lock();
                 if (slot_supersede(&d->shm, client->slot, (uint64_t)seq))
                         shm_count(&d->shm, superseded);

@@ -204,6 +204,55 @@ START_TEST(sched_equal_queries_coalesced)
 }
 END_TEST
 
+/* Returns 1 if incsearchd's log in the harness folder contains TEXT. */
+static int sched_log_contains(const char *text)
+{
+        char path[160], line[1024];
+        int found = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/incsearchd.log", sched.dir);
+        f = fopen(path, "r");
+        if (f == NULL)
+                return 0;
+        while (!found && fgets(line, sizeof(line), f) != NULL)
+                found = strstr(line, text) != NULL;
+        fclose(f);
+        return found;
+}
+
+/* When the leader leaves, the waiter that came first takes over, not the one that came last. */
+START_TEST(sched_coalesced_oldest_waiter_promoted)
+{
+        struct harness_options options = {.faults = 1, .rate = "1", .burst = "1"};
+        json_object *reply;
+        int a, b, c, d;
+
+        harness_start(&sched, &options);
+        a = sched_connect();
+        b = sched_connect();
+        c = sched_connect();
+        d = sched_connect();
+        /* Slots go lowest first: a 0, b 1, c 2, d 3. The first query spends the only token. */
+        json_object_put(sched_results(a, "peru", 1, 5000));
+        sched_send(b, "CHILE", 1);
+        sched_send(c, "chile", 1);
+        sched_send(d, "Chile", 1);
+        close(b);
+        reply = sched_expect(c, 5000);
+        ck_assert_str_eq(harness_json_string(reply, "q"), "chile");
+        json_object_put(reply);
+        reply = sched_expect(d, 5000);
+        ck_assert_str_eq(harness_json_string(reply, "q"), "Chile");
+        json_object_put(reply);
+        ck_assert(sched_log_contains("slot 2 seq 1 now carries the query its flight waits for"));
+        ck_assert(!sched_log_contains("slot 3 seq 1 now carries the query its flight waits for"));
+        close(a);
+        close(c);
+        close(d);
+}
+END_TEST
+
 /* A waiter whose leader disconnects takes over the query and is still answered. */
 START_TEST(sched_coalesced_leader_leaves)
 {
@@ -694,6 +743,7 @@ Suite *sched_suite(void)
         tcase_add_test(tc, sched_cache_ttl_expires);
         tcase_add_test(tc, sched_equal_queries_coalesced);
         tcase_add_test(tc, sched_coalesced_leader_leaves);
+        tcase_add_test(tc, sched_coalesced_oldest_waiter_promoted);
         tcase_add_test(tc, sched_retry_after_pauses_all);
         tcase_add_test(tc, sched_retry_after_forms);
         tcase_add_test(tc, sched_max_wait_rejected);
