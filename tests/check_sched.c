@@ -349,6 +349,8 @@ START_TEST(sched_max_wait_rejected)
         reply = sched_expect(fd, 5000);
         ck_assert_str_eq(harness_json_string(reply, "type"), "error");
         ck_assert_str_eq(harness_json_string(reply, "error"), "upstream_rejected");
+        /* The message names the pause, not an API that did not answer. */
+        ck_assert_ptr_nonnull(strstr(harness_json_string(reply, "message"), "asked for a pause"));
         json_object_put(reply);
         /* The API asked for 30 s, so the next query cannot be answered in time either. */
         sched_send(fd, "peru", 2);

@@ -135,13 +135,19 @@ static void worker_reply(struct worker_state *w, struct api_call *call, enum ipc
         worker_release(w, call);
 }
 
-static void worker_reply_expired(struct worker_state *w, struct api_call *call)
+static void worker_reply_expired(struct worker_state *w, struct api_call *call, uint64_t pause_ns)
 {
-        char message[128];
+        char message[160];
 
         shm_count(&w->shm, expired);
-        snprintf(message, sizeof(message), "no API answer within max_wait_ms (%u ms)",
-                 w->conf.max_wait_ms);
+        if (pause_ns > 0)
+                snprintf(
+                    message, sizeof(message),
+                    "the API asked for a pause of %.1f s, which ends after max_wait_ms (%u ms)",
+                    (double)pause_ns / 1e9, w->conf.max_wait_ms);
+        else
+                snprintf(message, sizeof(message), "no API answer within max_wait_ms (%u ms)",
+                         w->conf.max_wait_ms);
         log_debug("slot %u seq %" PRIu64 ": %s", call->job.slot, call->job.seq, message);
         worker_reply(w, call, IPC_STATUS_REJECTED, REPLY_UPSTREAM_REJECTED, message, NULL, 0);
 }
@@ -222,7 +228,7 @@ static void worker_fill(struct worker_state *w, uint64_t *wait_ns)
                 call->attempts = 0;
                 call->started_ns = 0;
                 if (r == SLOT_TAKE_EXPIRED)
-                        worker_reply_expired(w, call);
+                        worker_reply_expired(w, call, 0);
                 else
                         worker_start(w, call);
         }
@@ -251,7 +257,7 @@ static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
                                   call->job.slot, call->job.seq);
                         worker_release(w, call);
                 } else if (r == SLOT_TAKE_EXPIRED) {
-                        worker_reply_expired(w, call);
+                        worker_reply_expired(w, call, 0);
                 } else if (r == SLOT_TAKE_NO_TOKEN) {
                         call->retry_at_ns =
                             now + token_wait + (uint64_t)random() % WORKER_JITTER_NS;
@@ -302,7 +308,7 @@ static void worker_throttled(struct worker_state *w, struct api_call *call,
                 worker_pause(w, delay_ns, outcome->http_status);
         if (now + delay_ns - call->job.pending_since_ns >= w->shm.header->max_wait_ns) {
                 worker_log_outcome(w, &call->job, outcome->status, outcome->message);
-                worker_reply_expired(w, call);
+                worker_reply_expired(w, call, delay_ns);
                 return;
         }
 
