@@ -14,7 +14,7 @@
 #define IPC_MAGIC 0x49504331u /* "IPC1" in memory order */
 
 /* The byte the daemon sends a worker when a query is queued. It differs from the first byte of
- * IPC_MAGIC, so the worker tells wakes and configuration messages apart by the first byte. */
+ * IPC_MAGIC, so the worker distinguishes wakes from configuration messages by the first byte. */
 #define IPC_WAKE 'w'
 
 enum ipc_type {

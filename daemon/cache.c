@@ -437,25 +437,11 @@ static int cache_set_member(struct cache_member *m, struct client *client, int64
 static void cache_answer_hit(struct client *client, int64_t seq, const char *query, size_t len,
                              struct cache_entry *e)
 {
-        struct daemon *d = &daemon_state;
-        size_t text_len;
-        char *text;
+        size_t text_len = 0;
+        char *text = reply_cached_results(seq, query, len, e->results, e->results_len, &text_len);
 
-        daemon_lock();
-        if (slot_supersede(&d->shm, client->slot, (uint64_t)seq))
-                shm_count(&d->shm, superseded);
-        shm_unlock(&d->shm);
-        text = reply_cached_results(seq, query, len, e->results, e->results_len, &text_len);
-        if (text == NULL) {
-                log_warn("client %llu: out of memory building a cached reply",
-                         (unsigned long long)client->id);
-                return;
-        }
-        client_send_text(client, text, text_len);
-        free(text);
-        client->last_delivered = seq;
-        shm_count(&d->shm, cache_hits);
-        shm_count(&d->shm, delivered);
+        shm_count(&daemon_state.shm, cache_hits);
+        client_reply_now(client, seq, text, text_len);
 }
 
 int cache_submit(struct client *client, int64_t seq, const char *query, size_t len)

@@ -22,7 +22,7 @@
 #include "ws.h"
 
 /*
- * The largest seq accepted: 2^53-1, the largest integer a JavaScript number holds exactly. The
+ * The largest seq accepted: 2^53-1, the largest integer a JavaScript number represents exactly. The
  * bound also keeps the next automatic seq, last_seq + 1, from overflowing.
  */
 #define CLIENT_MAX_SEQ 9007199254740991LL
@@ -240,18 +240,31 @@ static size_t client_count_chars(const char *text, size_t len, size_t limit)
         return chars;
 }
 
-/* Replies at once to a query that needs no API call, and drops any older one still pending. */
-static void client_answer_locally(struct client *client, int64_t seq, const char *query, size_t len,
-                                  const char *error_code, const char *message)
+void client_reply_now(struct client *client, int64_t seq, char *text, size_t text_len)
 {
         struct daemon *d = &daemon_state;
-        char *text;
-        size_t text_len;
 
         daemon_lock();
         if (slot_supersede(&d->shm, client->slot, (uint64_t)seq))
                 shm_count(&d->shm, superseded);
         shm_unlock(&d->shm);
+        if (text == NULL) {
+                log_warn("client %llu slot %u: out of memory building the reply for seq %lld",
+                         (unsigned long long)client->id, client->slot, (long long)seq);
+                return;
+        }
+        client_send_text(client, text, text_len);
+        free(text);
+        client->last_delivered = seq;
+        shm_count(&d->shm, delivered);
+}
+
+/* Replies at once to a query that needs no API call, and drops any older one still pending. */
+static void client_answer_locally(struct client *client, int64_t seq, const char *query, size_t len,
+                                  const char *error_code, const char *message)
+{
+        char *text;
+        size_t text_len = 0;
 
         if (error_code != NULL) {
                 log_limited(&client_bad_input_limit, LOG_LEVEL_INFO,
@@ -262,15 +275,7 @@ static void client_answer_locally(struct client *client, int64_t seq, const char
         } else {
                 text = reply_results(seq, query, len, NULL, 0, &text_len);
         }
-        if (text == NULL) {
-                log_warn("client %llu: out of memory building a reply",
-                         (unsigned long long)client->id);
-                return;
-        }
-        client_send_text(client, text, text_len);
-        free(text);
-        client->last_delivered = seq;
-        shm_count(&d->shm, delivered);
+        client_reply_now(client, seq, text, text_len);
 }
 
 /*
@@ -356,7 +361,7 @@ static void client_submit(struct client *client, int64_t seq, const char *query,
                 return;
         }
         if (client_batch.client != NULL)
-                client_batch_flush(); /* another client's, which cannot happen within one read */
+                client_batch_flush(); /* another client's query: submit it rather than lose it */
         client_batch.client = client;
         client_batch.seq = seq;
         client_batch.len = len;

@@ -131,6 +131,12 @@ uint64_t server_now_ms(void);
 void client_upgraded(struct client *client);
 void client_read_frames(struct client *client);
 
+/*
+ * Sends TEXT (malloc'd, freed here; NULL when building it ran out of memory) as the reply to
+ * CLIENT's query SEQ, which needs no API call, and drops any older query still pending.
+ */
+void client_reply_now(struct client *client, int64_t seq, char *text, size_t text_len);
+
 /* Drops CLIENT's query deferred by the current read, before CLIENT is freed. */
 void client_batch_forget(struct client *client);
 void client_send_text(struct client *client, const char *text, size_t len);

@@ -122,8 +122,8 @@ start_daemon() {
 [server]
 listen = 127.0.0.1:$PORT
 max_connections = $MAX_CLIENTS
-# The hold scenario opens every connection at once; the reconnect-storm limit would turn most
-# of them away, so it is off here (0 means no limit).
+# The hold scenario opens every connection at once, and the reconnect-storm limit would turn
+# most of them away. So it is off here: 0 means no limit.
 max_new_connections_per_second = 0
 shm_name = /incsearchd-bench-$$
 log_level = info

@@ -446,7 +446,7 @@ START_TEST(sched_wall_clock_steps_ignored)
 {
         char offset_path[128], preload[160], offset_env[192];
         /* In the sanitizer build ASan must come first among the preloads; libfaketime is
-         * loaded before it, so ASan is told not to insist on that order. */
+         * loaded before it, so ASAN_OPTIONS turns off ASan's check of that order. */
         const char *env[] = {preload,
                              offset_env,
                              "FAKETIME_NO_CACHE=1",

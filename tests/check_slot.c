@@ -337,7 +337,7 @@ START_TEST(shm_create_refuses_live_owner)
         struct shm other;
         pid_t owner = 0;
 
-        /* The Check runner that forked this test is alive, so it stands in for another daemon. */
+        /* The Check runner that forked this test is alive, so it serves as another live daemon. */
         slot_shm.header->daemon_pid = getppid();
         ck_assert_int_eq(shm_create(&other, slot_shm_name, 8, 64, 1000, 1, &owner), -1);
         ck_assert_int_eq(errno, EBUSY);
