@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -269,6 +270,9 @@ void harness_stop_all(struct harness *h)
         harness_stop(h->api_pid);
         h->daemon_pid = 0;
         h->api_pid = 0;
+        /* A daemon a test killed with SIGKILL leaves its segment behind. */
+        if (h->shm_name[0] != '\0')
+                shm_unlink(h->shm_name);
         if (h->dir[0] != '\0' && getenv("INCSEARCHD_KEEP_LOGS") == NULL) {
                 snprintf(command, sizeof(command), "rm -rf '%s'", h->dir);
                 if (system(command) != 0)
