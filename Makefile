@@ -2,10 +2,12 @@
 # Debian packages first (as root), then build into build/.
 
 # clang and libclang-rt-14-dev build the libFuzzer targets; python3-websockets is the
-# independent client of the interoperability test.
+# independent client of the interoperability test. libhiredis-dev talks to Redis for the shared
+# rate limit and cache; redis-server, nginx and openssl are run by the tests for several hosts
+# and TLS.
 PACKAGES = gcc make libc6-dev pkg-config libevent-dev libcurl4-openssl-dev libjson-c-dev \
 	   libssl-dev check iso-codes clang libclang-rt-14-dev python3-websockets chromium faketime \
-	   libsystemd-dev systemd mandoc
+	   libsystemd-dev systemd mandoc libhiredis-dev redis-server nginx openssl
 
 # The browser test drives this Chromium with playwright-core from tests/browser/node_modules.
 CHROMIUM = /usr/bin/chromium
@@ -23,7 +25,7 @@ B = build
 endif
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	  -Icommon -Idaemon -Iworker -Idemo-api -MMD -MP
-PKG_LIBS = libevent json-c libcrypto libcurl libsystemd
+PKG_LIBS = libevent libevent_openssl json-c libcrypto libssl libcurl libsystemd hiredis
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKG_LIBS) check 2>/dev/null)
 CFLAGS += $(PKG_CFLAGS)
 
@@ -33,6 +35,8 @@ CRYPTO = $(shell pkg-config --libs libcrypto)
 CURL = $(shell pkg-config --libs libcurl)
 CHECK = $(shell pkg-config --libs check)
 SYSTEMD = $(shell pkg-config --libs libsystemd)
+HIREDIS = $(shell pkg-config --libs hiredis)
+TLS = $(shell pkg-config --libs libevent_openssl libssl)
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
@@ -89,20 +93,20 @@ $(B)/daemon/page.o: daemon/page.S daemon/page/index.html daemon/page/incsearch.j
 	$(CC) -c -o $@ daemon/page.S
 
 $(B)/incsearchd: $(DAEMON) $(COMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC) $(CRYPTO) $(SYSTEMD)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(TLS) $(JSONC) $(CRYPTO) $(SYSTEMD) $(HIREDIS)
 
 $(B)/incsearchctl: $(CTL)
 	$(CC) $(LDFLAGS) -o $@ $^ $(JSONC)
 
 $(B)/incsearchd-worker: $(WORKER) $(COMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(CURL) $(JSONC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CURL) $(JSONC) $(HIREDIS)
 
 $(B)/incsearch-demo-api: $(DEMOAPI)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC)
 
 $(B)/check_incsearchd: $(TESTS) $(COMMON) $(B)/daemon/ws.o $(B)/daemon/http.o \
 		$(B)/daemon/limit.o $(B)/daemon/query.o $(B)/worker/api.o $(B)/demo-api/places.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO) $(TLS) $(HIREDIS)
 
 # libFuzzer targets, always built with clang and both sanitizers into build/fuzz/. Each runs
 # for FUZZ_SECONDS on a copy of its seed corpus in fuzz/corpus/, so the repo's seeds stay as

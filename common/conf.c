@@ -33,6 +33,9 @@ enum conf_type {
         CONF_TYPE_SOCKET_PATH,
         CONF_TYPE_PREFIXES,
         CONF_TYPE_ACCOUNT,
+        CONF_TYPE_CHOICE,    /* one of key->choices, stored as its index in a uint32_t */
+        CONF_TYPE_REDIS_URL, /* stored as written, and parsed into conf->redis */
+        CONF_TYPE_PATH,      /* an absolute file path, or empty */
 };
 
 struct conf_key {
@@ -44,61 +47,89 @@ struct conf_key {
         uint64_t min, max; /* for CONF_TYPE_UINT */
         int required;
         int repeatable;
+        const char *const *choices; /* for CONF_TYPE_CHOICE, NULL-terminated */
 };
+
+static const char *const conf_backends[] = {"shm", "redis", NULL};
+static const char *const conf_fallbacks[] = {"closed", "local_share", NULL};
+static const char *const conf_shared_caches[] = {"off", "redis", NULL};
 
 #define CONF_FIELD(field) offsetof(struct conf, field), sizeof(((struct conf *)0)->field)
 
 static const struct conf_key conf_keys[] = {
-    {CONF_SECTION_SERVER, "listen", CONF_TYPE_LISTEN, CONF_FIELD(listen_host), 0, 0, 0, 0},
+    {CONF_SECTION_SERVER, "listen", CONF_TYPE_LISTEN, CONF_FIELD(listen_host), 0, 0, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_connections", CONF_TYPE_UINT, CONF_FIELD(max_connections), 1,
-     CONF_MAX_CONNECTIONS, 0, 0},
+     CONF_MAX_CONNECTIONS, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_new_connections_per_second", CONF_TYPE_UINT,
-     CONF_FIELD(max_new_connections_per_second), 0, 1000000, 0, 0},
+     CONF_FIELD(max_new_connections_per_second), 0, 1000000, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_connections_per_ip", CONF_TYPE_UINT,
-     CONF_FIELD(max_connections_per_ip), 0, CONF_MAX_CONNECTIONS, 0, 0},
+     CONF_FIELD(max_connections_per_ip), 0, CONF_MAX_CONNECTIONS, 0, 0, NULL},
     {CONF_SECTION_SERVER, "handshake_timeout_ms", CONF_TYPE_UINT, CONF_FIELD(handshake_timeout_ms),
-     100, 600000, 0, 0},
+     100, 600000, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_header_bytes", CONF_TYPE_UINT, CONF_FIELD(max_header_bytes), 1024,
-     65536, 0, 0},
+     65536, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_output_bytes", CONF_TYPE_UINT, CONF_FIELD(max_output_bytes), 4096,
-     67108864, 0, 0},
+     67108864, 0, 0, NULL},
     {CONF_SECTION_SERVER, "ping_interval_ms", CONF_TYPE_UINT, CONF_FIELD(ping_interval_ms), 0,
-     3600000, 0, 0},
+     3600000, 0, 0, NULL},
     {CONF_SECTION_SERVER, "ping_timeout_ms", CONF_TYPE_UINT, CONF_FIELD(ping_timeout_ms), 100,
-     600000, 0, 0},
+     600000, 0, 0, NULL},
     {CONF_SECTION_SERVER, "allowed_origins", CONF_TYPE_STRING, CONF_FIELD(allowed_origins), 0, 0, 0,
-     0},
+     0, NULL},
     {CONF_SECTION_SERVER, "max_query_bytes", CONF_TYPE_UINT, CONF_FIELD(max_query_bytes), 1,
-     CONF_MAX_QUERY_BYTES, 0, 0},
+     CONF_MAX_QUERY_BYTES, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_result_bytes", CONF_TYPE_UINT, CONF_FIELD(max_result_bytes), 1024,
-     16777216, 0, 0},
+     16777216, 0, 0, NULL},
     {CONF_SECTION_SERVER, "max_message_bytes", CONF_TYPE_UINT, CONF_FIELD(max_message_bytes), 64,
-     1048576, 0, 0},
+     1048576, 0, 0, NULL},
     {CONF_SECTION_SERVER, "min_query_chars", CONF_TYPE_UINT, CONF_FIELD(min_query_chars), 0, 1024,
-     0, 0},
-    {CONF_SECTION_SERVER, "shm_name", CONF_TYPE_SHM_NAME, CONF_FIELD(shm_name), 0, 0, 0, 0},
-    {CONF_SECTION_SERVER, "log_level", CONF_TYPE_LOG_LEVEL, CONF_FIELD(log_level), 0, 0, 0, 0},
+     0, 0, NULL},
+    {CONF_SECTION_SERVER, "shm_name", CONF_TYPE_SHM_NAME, CONF_FIELD(shm_name), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_SERVER, "log_level", CONF_TYPE_LOG_LEVEL, CONF_FIELD(log_level), 0, 0, 0, 0,
+     NULL},
     {CONF_SECTION_SERVER, "control_socket", CONF_TYPE_SOCKET_PATH, CONF_FIELD(control_socket), 0, 0,
-     0, 0},
+     0, 0, NULL},
     {CONF_SECTION_SERVER, "metrics_allow", CONF_TYPE_PREFIXES, CONF_FIELD(metrics_allow), 0, 0, 0,
-     0},
-    {CONF_SECTION_SERVER, "user", CONF_TYPE_ACCOUNT, CONF_FIELD(user), 0, 0, 0, 0},
-    {CONF_SECTION_SERVER, "group", CONF_TYPE_ACCOUNT, CONF_FIELD(group), 0, 0, 0, 0},
-    {CONF_SECTION_API, "url", CONF_TYPE_URL, CONF_FIELD(api_url), 0, 0, 1, 0},
-    {CONF_SECTION_API, "timeout_ms", CONF_TYPE_UINT, CONF_FIELD(api_timeout_ms), 1, 600000, 0, 0},
-    {CONF_SECTION_API, "user_agent", CONF_TYPE_STRING, CONF_FIELD(user_agent), 0, 0, 0, 0},
-    {CONF_SECTION_API, "header", CONF_TYPE_HEADER, CONF_FIELD(headers), 0, 0, 0, 1},
-    {CONF_SECTION_API, "rate", CONF_TYPE_RATE, CONF_FIELD(rate_milli), 0, 0, 1, 0},
-    {CONF_SECTION_API, "burst", CONF_TYPE_UINT, CONF_FIELD(burst), 1, CONF_MAX_BURST, 1, 0},
-    {CONF_SECTION_API, "max_wait_ms", CONF_TYPE_UINT, CONF_FIELD(max_wait_ms), 1, 3600000, 0, 0},
-    {CONF_SECTION_API, "retry_base_ms", CONF_TYPE_UINT, CONF_FIELD(retry_base_ms), 1, 60000, 0, 0},
-    {CONF_SECTION_API, "retry_max_ms", CONF_TYPE_UINT, CONF_FIELD(retry_max_ms), 1, 600000, 0, 0},
-    {CONF_SECTION_WORKERS, "workers", CONF_TYPE_UINT, CONF_FIELD(workers), 1, 64, 0, 0},
+     0, NULL},
+    {CONF_SECTION_SERVER, "user", CONF_TYPE_ACCOUNT, CONF_FIELD(user), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_SERVER, "group", CONF_TYPE_ACCOUNT, CONF_FIELD(group), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_SERVER, "tls_cert", CONF_TYPE_PATH, CONF_FIELD(tls_cert), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_SERVER, "tls_key", CONF_TYPE_PATH, CONF_FIELD(tls_key), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_API, "url", CONF_TYPE_URL, CONF_FIELD(api_url), 0, 0, 1, 0, NULL},
+    {CONF_SECTION_API, "timeout_ms", CONF_TYPE_UINT, CONF_FIELD(api_timeout_ms), 1, 600000, 0, 0,
+     NULL},
+    {CONF_SECTION_API, "user_agent", CONF_TYPE_STRING, CONF_FIELD(user_agent), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_API, "header", CONF_TYPE_HEADER, CONF_FIELD(headers), 0, 0, 0, 1, NULL},
+    {CONF_SECTION_API, "rate", CONF_TYPE_RATE, CONF_FIELD(rate_milli), 0, 0, 1, 0, NULL},
+    {CONF_SECTION_API, "burst", CONF_TYPE_UINT, CONF_FIELD(burst), 1, CONF_MAX_BURST, 1, 0, NULL},
+    {CONF_SECTION_API, "max_wait_ms", CONF_TYPE_UINT, CONF_FIELD(max_wait_ms), 1, 3600000, 0, 0,
+     NULL},
+    {CONF_SECTION_API, "retry_base_ms", CONF_TYPE_UINT, CONF_FIELD(retry_base_ms), 1, 60000, 0, 0,
+     NULL},
+    {CONF_SECTION_API, "retry_max_ms", CONF_TYPE_UINT, CONF_FIELD(retry_max_ms), 1, 600000, 0, 0,
+     NULL},
+    {CONF_SECTION_API, "rate_limit_backend", CONF_TYPE_CHOICE, CONF_FIELD(rate_limit_backend), 0, 0,
+     0, 0, conf_backends},
+    {CONF_SECTION_API, "redis_url", CONF_TYPE_REDIS_URL, CONF_FIELD(redis_url), 0, 0, 0, 0, NULL},
+    {CONF_SECTION_API, "redis_key_prefix", CONF_TYPE_STRING, CONF_FIELD(redis_key_prefix), 0, 0, 0,
+     0, NULL},
+    {CONF_SECTION_API, "redis_timeout_ms", CONF_TYPE_UINT, CONF_FIELD(redis_timeout_ms), 10, 60000,
+     0, 0, NULL},
+    {CONF_SECTION_API, "redis_fallback", CONF_TYPE_CHOICE, CONF_FIELD(redis_fallback), 0, 0, 0, 0,
+     conf_fallbacks},
+    {CONF_SECTION_API, "expected_hosts", CONF_TYPE_UINT, CONF_FIELD(expected_hosts), 1, 1000, 0, 0,
+     NULL},
+    {CONF_SECTION_WORKERS, "workers", CONF_TYPE_UINT, CONF_FIELD(workers), 1, 64, 0, 0, NULL},
     {CONF_SECTION_WORKERS, "max_inflight", CONF_TYPE_UINT, CONF_FIELD(max_inflight), 1,
-     SHM_MAX_INFLIGHT, 0, 0},
+     SHM_MAX_INFLIGHT, 0, 0, NULL},
     {CONF_SECTION_CACHE, "max_bytes", CONF_TYPE_UINT, CONF_FIELD(cache_max_bytes), 0, 1ULL << 40, 0,
-     0},
-    {CONF_SECTION_CACHE, "ttl_ms", CONF_TYPE_UINT, CONF_FIELD(cache_ttl_ms), 1, 86400000, 0, 0},
+     0, NULL},
+    {CONF_SECTION_CACHE, "ttl_ms", CONF_TYPE_UINT, CONF_FIELD(cache_ttl_ms), 1, 86400000, 0, 0,
+     NULL},
+    {CONF_SECTION_CACHE, "shared", CONF_TYPE_CHOICE, CONF_FIELD(cache_shared), 0, 0, 0, 0,
+     conf_shared_caches},
+    {CONF_SECTION_CACHE, "shared_ttl_ms", CONF_TYPE_UINT, CONF_FIELD(cache_shared_ttl_ms), 1000,
+     86400000, 0, 0, NULL},
 };
 
 #define CONF_KEY_COUNT (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -180,6 +211,12 @@ static void conf_defaults(struct conf *conf)
         conf->max_inflight = 4;
         conf->cache_max_bytes = 4194304;
         conf->cache_ttl_ms = 60000;
+        snprintf(conf->redis_url, sizeof(conf->redis_url), "redis://127.0.0.1:6379/0");
+        conf_parse_redis_url(conf->redis_url, &conf->redis);
+        snprintf(conf->redis_key_prefix, sizeof(conf->redis_key_prefix), "incsearchd:");
+        conf->redis_timeout_ms = 250;
+        conf->expected_hosts = 1;
+        conf->cache_shared_ttl_ms = 300000;
 }
 
 static char *conf_trim(char *s)
@@ -336,6 +373,91 @@ int conf_prefix_match(const struct conf_prefix *prefixes, unsigned count, const 
         return 0;
 }
 
+/* Copies LEN bytes of TEXT into OUT of SIZE bytes; -1 if they do not fit. */
+static int conf_copy(char *out, size_t size, const char *text, size_t len)
+{
+        if (len >= size)
+                return -1;
+        memcpy(out, text, len);
+        out[len] = '\0';
+        return 0;
+}
+
+int conf_parse_redis_url(const char *url, struct conf_redis_addr *addr)
+{
+        const char *s, *at, *host_end, *slash;
+        uint64_t n;
+
+        memset(addr, 0, sizeof(*addr));
+        addr->port = 6379;
+        if (strncmp(url, "unix:", 5) == 0) {
+                const char *query;
+
+                s = url + 5;
+                while (s[0] == '/' && s[1] == '/')
+                        s++;
+                query = strchr(s, '?');
+                if (s[0] != '/' || conf_copy(addr->path, sizeof(addr->path), s,
+                                             query != NULL ? (size_t)(query - s) : strlen(s)) < 0)
+                        return -1;
+                if (query != NULL) {
+                        if (strncmp(query, "?db=", 4) != 0 || conf_parse_uint(query + 4, &n) < 0 ||
+                            n > 1000000)
+                                return -1;
+                        addr->db = (uint32_t)n;
+                }
+                return 0;
+        }
+        if (strncmp(url, "redis://", 8) != 0)
+                return -1;
+        s = url + 8;
+        slash = strchr(s, '/');
+        at = strchr(s, '@');
+        if (at != NULL && (slash == NULL || at < slash)) {
+                const char *colon = memchr(s, ':', (size_t)(at - s));
+
+                if (colon == NULL ||
+                    conf_copy(addr->user, sizeof(addr->user), s, (size_t)(colon - s)) < 0 ||
+                    conf_copy(addr->password, sizeof(addr->password), colon + 1,
+                              (size_t)(at - colon - 1)) < 0)
+                        return -1;
+                s = at + 1;
+        }
+        host_end = slash != NULL ? slash : s + strlen(s);
+        if (s < host_end && s[0] == '[') {
+                const char *close = memchr(s, ']', (size_t)(host_end - s));
+
+                if (close == NULL ||
+                    conf_copy(addr->host, sizeof(addr->host), s + 1, (size_t)(close - s - 1)) < 0)
+                        return -1;
+                s = close + 1;
+        } else {
+                const char *colon = memchr(s, ':', (size_t)(host_end - s));
+                const char *end = colon != NULL ? colon : host_end;
+
+                if (conf_copy(addr->host, sizeof(addr->host), s, (size_t)(end - s)) < 0)
+                        return -1;
+                s = end;
+        }
+        if (addr->host[0] == '\0')
+                return -1;
+        if (s < host_end) {
+                char port[8];
+
+                if (*s != ':' ||
+                    conf_copy(port, sizeof(port), s + 1, (size_t)(host_end - s - 1)) < 0 ||
+                    conf_parse_uint(port, &n) < 0 || n == 0 || n > 65535)
+                        return -1;
+                addr->port = (uint16_t)n;
+        }
+        if (slash != NULL && slash[1] != '\0') {
+                if (conf_parse_uint(slash + 1, &n) < 0 || n > 1000000)
+                        return -1;
+                addr->db = (uint32_t)n;
+        }
+        return 0;
+}
+
 static int conf_valid_header(const char *value)
 {
         const char *colon = strchr(value, ':');
@@ -464,6 +586,36 @@ static void conf_set(struct conf_parser *p, const struct conf_key *key, const ch
                         }
                 }
                 break;
+        case CONF_TYPE_CHOICE:
+                for (uint32_t i = 0; key->choices[i] != NULL; i++) {
+                        if (strcmp(value, key->choices[i]) == 0) {
+                                *(uint32_t *)field = i;
+                                return;
+                        }
+                }
+                conf_error(p, p->line, "invalid value '%s' for %s: expected %s or %s", value,
+                           key->name, key->choices[0], key->choices[1]);
+                return;
+        case CONF_TYPE_REDIS_URL:
+                /* The URL may carry a password, so it is not echoed. */
+                if (strlen(value) >= key->size ||
+                    conf_parse_redis_url(value, &p->conf->redis) < 0) {
+                        conf_error(
+                            p, p->line,
+                            "invalid %s: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] "
+                            "or unix:/PATH[?db=DB]",
+                            key->name);
+                        return;
+                }
+                break;
+        case CONF_TYPE_PATH:
+                if (value[0] != '\0' && value[0] != '/') {
+                        conf_error(p, p->line,
+                                   "invalid value '%s' for %s: expected an absolute path", value,
+                                   key->name);
+                        return;
+                }
+                break;
         case CONF_TYPE_STRING:
                 break;
         }
@@ -590,6 +742,14 @@ int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_l
         if (p.error_count == 0 && conf->min_query_chars > conf->max_query_bytes)
                 conf_error(&p, p.line, "min_query_chars (%u) is larger than max_query_bytes (%u)",
                            conf->min_query_chars, conf->max_query_bytes);
+        if ((conf->tls_cert[0] == '\0') != (conf->tls_key[0] == '\0'))
+                conf_error(&p, p.line, "tls_cert and tls_key must be set together");
+        if (conf->redis.password[0] != '\0' && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+                conf_error(&p, p.line,
+                           "redis_url holds a password and the file is readable by %s (mode "
+                           "%04o); run chmod 600 %s",
+                           (st.st_mode & S_IROTH) != 0 ? "others" : "its group",
+                           (unsigned)(st.st_mode & 07777), path);
         return p.error_count;
 }
 
@@ -622,6 +782,8 @@ void conf_dump(const struct conf *conf, FILE *out)
         fprintf(out, "metrics_allow = %s\n", conf->metrics_allow);
         fprintf(out, "user = %s\n", conf->user);
         fprintf(out, "group = %s\n", conf->group);
+        fprintf(out, "tls_cert = %s\n", conf->tls_cert);
+        fprintf(out, "tls_key = %s\n", conf->tls_key);
 
         fprintf(out, "\n[api]\n");
         fprintf(out, "url = %s\n", conf->api_url);
@@ -636,9 +798,28 @@ void conf_dump(const struct conf *conf, FILE *out)
         fprintf(out, "rate = %llu.%03llu\n", (unsigned long long)(conf->rate_milli / 1000),
                 (unsigned long long)(conf->rate_milli % 1000));
         fprintf(out, "burst = %u\n", conf->burst);
+        fprintf(out, "max_wait_ms = %u\n", conf->max_wait_ms);
+        fprintf(out, "retry_base_ms = %u\n", conf->retry_base_ms);
+        fprintf(out, "retry_max_ms = %u\n", conf->retry_max_ms);
+        fprintf(out, "rate_limit_backend = %s\n", conf_backends[conf->rate_limit_backend]);
+        if (conf->redis.password[0] != '\0')
+                fprintf(out, "redis_url = <hidden>\n");
+        else
+                fprintf(out, "redis_url = %s\n", conf->redis_url);
+        fprintf(out, "redis_key_prefix = %s\n", conf->redis_key_prefix);
+        fprintf(out, "redis_timeout_ms = %u\n", conf->redis_timeout_ms);
+        fprintf(out, "redis_fallback = %s\n", conf_fallbacks[conf->redis_fallback]);
+        fprintf(out, "expected_hosts = %u\n", conf->expected_hosts);
 
         fprintf(out, "\n[workers]\n");
         fprintf(out, "workers = %u\n", conf->workers);
+        fprintf(out, "max_inflight = %u\n", conf->max_inflight);
+
+        fprintf(out, "\n[cache]\n");
+        fprintf(out, "max_bytes = %llu\n", (unsigned long long)conf->cache_max_bytes);
+        fprintf(out, "ttl_ms = %u\n", conf->cache_ttl_ms);
+        fprintf(out, "shared = %s\n", conf_shared_caches[conf->cache_shared]);
+        fprintf(out, "shared_ttl_ms = %u\n", conf->cache_shared_ttl_ms);
 }
 
 static void conf_note_change(char *changed, size_t len, int *count, const char *name)

@@ -26,6 +26,28 @@ struct conf_prefix {
         uint8_t bits; /* 0 to 128 */
 };
 
+/* Where the token bucket lives. */
+enum conf_rate_backend {
+        CONF_RATE_SHM,   /* this host's shared memory */
+        CONF_RATE_REDIS, /* a Redis server that every host shares */
+};
+
+/* What workers do while Redis cannot be reached. */
+enum conf_redis_fallback {
+        CONF_FALLBACK_CLOSED,      /* no API calls; queries end in overloaded after max_wait_ms */
+        CONF_FALLBACK_LOCAL_SHARE, /* spend rate / expected_hosts from the local bucket */
+};
+
+/* A parsed redis_url: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:PATH[?db=DB]. */
+struct conf_redis_addr {
+        char host[256]; /* empty for a Unix socket */
+        uint16_t port;  /* 6379 unless given */
+        char path[108]; /* the Unix socket, empty for TCP */
+        char user[64];  /* empty for the default user */
+        char password[256];
+        uint32_t db;
+};
+
 struct conf {
         char path[4096];
 
@@ -51,8 +73,10 @@ struct conf {
         char metrics_allow[1024]; /* space-separated addresses and prefixes allowed GET /metrics */
         struct conf_prefix metrics_prefixes[CONF_MAX_METRICS_ALLOW]; /* metrics_allow, parsed */
         unsigned metrics_prefix_count;
-        char user[64];  /* user to switch to when started as root, empty to stay root */
-        char group[64]; /* group for that and for the control socket, empty for user's group */
+        char user[64];       /* user to switch to when started as root, empty to stay root */
+        char group[64];      /* group for that and for the control socket, empty for user's group */
+        char tls_cert[1024]; /* PEM certificate chain; with tls_key, the listener speaks TLS */
+        char tls_key[1024];  /* PEM private key for tls_cert */
 
         /* [api] */
         char api_url[2048]; /* contains "{q}", replaced by the percent-encoded query */
@@ -65,14 +89,23 @@ struct conf {
         uint32_t max_wait_ms;   /* a query not answered within this gets upstream_rejected */
         uint32_t retry_base_ms; /* first backoff after a timeout, connection error or 5xx */
         uint32_t retry_max_ms;  /* cap of the doubling backoff, also for a 429 without a delay */
+        uint32_t rate_limit_backend;  /* enum conf_rate_backend */
+        char redis_url[1024];         /* as written, for the dump and for logs */
+        struct conf_redis_addr redis; /* redis_url, parsed */
+        char redis_key_prefix[128];   /* prepended to every key incsearchd writes in Redis */
+        uint32_t redis_timeout_ms;    /* connect and reply deadline of each Redis command */
+        uint32_t redis_fallback;      /* enum conf_redis_fallback */
+        uint32_t expected_hosts;      /* hosts sharing the limit, for local_share */
 
         /* [workers] */
         uint32_t workers;
         uint32_t max_inflight; /* API calls one worker runs at once */
 
         /* [cache] */
-        uint64_t cache_max_bytes; /* result cache size in bytes; 0 turns the cache off */
-        uint32_t cache_ttl_ms;    /* age after which a cached result is no longer used */
+        uint64_t cache_max_bytes;     /* result cache size in bytes; 0 turns the cache off */
+        uint32_t cache_ttl_ms;        /* age after which a cached result is no longer used */
+        uint32_t cache_shared;        /* 1: results are also shared through Redis (redis_url) */
+        uint32_t cache_shared_ttl_ms; /* lifetime of a result stored in Redis */
 };
 
 /*
@@ -96,6 +129,9 @@ void conf_dump(const struct conf *conf, FILE *out);
  */
 int conf_keep_restart_keys(const struct conf *current, struct conf *next, char *changed,
                            size_t changed_len);
+
+/* Parses a redis_url into ADDR. Returns 0, or -1 if it is not one of the two forms. */
+int conf_parse_redis_url(const char *url, struct conf_redis_addr *addr);
 
 /* Returns 1 if the 16-byte address ADDR (IPv4 mapped into IPv6) is in one of the prefixes. */
 int conf_prefix_match(const struct conf_prefix *prefixes, unsigned count, const uint8_t *addr);

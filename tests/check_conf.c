@@ -122,6 +122,13 @@ static const struct conf_bad_case conf_bad_cases[] = {
     {"just some words", "invalid line 'just some words'"},
     {"[nosuch]", "unknown section [nosuch]"},
     {"[server", "invalid section header '[server'"},
+    {"rate_limit_backend = etcd", "invalid value 'etcd' for rate_limit_backend: expected shm or "
+                                  "redis"},
+    {"redis_fallback = open", "invalid value 'open' for redis_fallback"},
+    {"redis_url = http://127.0.0.1:6379", "invalid redis_url: expected redis://"},
+    {"redis_url = redis://:secret@h:99999", "invalid redis_url"},
+    {"redis_url = unix:relative.sock", "invalid redis_url"},
+    {"expected_hosts = 0", "invalid value '0' for expected_hosts"},
 };
 
 START_TEST(conf_bad_line_reported)
@@ -151,6 +158,63 @@ START_TEST(conf_bad_line_reported)
         ck_assert_msg(strncmp(errors, conf_expect(line, c->message),
                               strlen(conf_expect(line, c->message))) == 0,
                       "line '%s': expected '%s', got '%s'", c->line, conf_expect(line, c->message),
+                      errors);
+}
+END_TEST
+
+/* A redis_url and what it must parse into; a NULL host means it must be refused. */
+struct conf_redis_case {
+        const char *url;
+        const char *host, *path, *user, *password;
+        unsigned port, db;
+};
+
+static const struct conf_redis_case conf_redis_cases[] = {
+    {"redis://127.0.0.1", "127.0.0.1", "", "", "", 6379, 0},
+    {"redis://cache.internal:6380/3", "cache.internal", "", "", "", 6380, 3},
+    {"redis://:pw@10.0.0.5:7000/", "10.0.0.5", "", "", "pw", 7000, 0},
+    {"redis://app:p:w@h", "h", "", "app", "p:w", 6379, 0},
+    {"redis://[::1]:6390/1", "::1", "", "", "", 6390, 1},
+    {"unix:/run/redis/redis.sock", "", "/run/redis/redis.sock", "", "", 6379, 0},
+    {"unix:///run/redis.sock?db=4", "", "/run/redis.sock", "", "", 6379, 4},
+    {"redis://", NULL, NULL, NULL, NULL, 0, 0},
+    {"redis://h:0", NULL, NULL, NULL, NULL, 0, 0},
+    {"redis://h:12x", NULL, NULL, NULL, NULL, 0, 0},
+    {"redis://h/db", NULL, NULL, NULL, NULL, 0, 0},
+    {"redis://[::1/0", NULL, NULL, NULL, NULL, 0, 0},
+    {"redis://nopassword@h", NULL, NULL, NULL, NULL, 0, 0},
+    {"unix:/x.sock?database=1", NULL, NULL, NULL, NULL, 0, 0},
+    {"rediss://h", NULL, NULL, NULL, NULL, 0, 0},
+};
+
+START_TEST(conf_redis_url_forms)
+{
+        const struct conf_redis_case *c = &conf_redis_cases[_i];
+        struct conf_redis_addr addr;
+        int r = conf_parse_redis_url(c->url, &addr);
+
+        if (c->host == NULL) {
+                ck_assert_msg(r == -1, "%s was accepted", c->url);
+                return;
+        }
+        ck_assert_msg(r == 0, "%s was refused", c->url);
+        ck_assert_str_eq(addr.host, c->host);
+        ck_assert_str_eq(addr.path, c->path);
+        ck_assert_str_eq(addr.user, c->user);
+        ck_assert_str_eq(addr.password, c->password);
+        ck_assert_uint_eq(addr.port, c->port);
+        ck_assert_uint_eq(addr.db, c->db);
+}
+END_TEST
+
+START_TEST(conf_tls_needs_both)
+{
+        struct conf conf;
+        char text[512], errors[1024];
+
+        snprintf(text, sizeof(text), "[server]\ntls_cert = /etc/x.pem\n%s", conf_minimal);
+        ck_assert_int_eq(conf_try(&conf, text, errors, sizeof(errors)), 1);
+        ck_assert_msg(strstr(errors, "tls_cert and tls_key must be set together") != NULL, "%s",
                       errors);
 }
 END_TEST
@@ -258,6 +322,9 @@ Suite *conf_suite(void)
         tcase_add_test(tc, conf_defaults_apply);
         tcase_add_loop_test(tc, conf_bad_line_reported, 0,
                             sizeof(conf_bad_cases) / sizeof(conf_bad_cases[0]));
+        tcase_add_loop_test(tc, conf_redis_url_forms, 0,
+                            (int)(sizeof(conf_redis_cases) / sizeof(conf_redis_cases[0])));
+        tcase_add_test(tc, conf_tls_needs_both);
         tcase_add_test(tc, conf_duplicate_key);
         tcase_add_test(tc, conf_listen_must_be_numeric);
         tcase_add_test(tc, conf_key_outside_section);

@@ -51,7 +51,10 @@ pid_t harness_spawn_env(const char *program, char *const argv[], const char *log
         pid_t parent = getpid();
         pid_t pid;
 
-        snprintf(path, sizeof(path), "%s/%s", harness_build_dir(), program);
+        if (program[0] == '/')
+                snprintf(path, sizeof(path), "%s", program);
+        else
+                snprintf(path, sizeof(path), "%s/%s", harness_build_dir(), program);
         pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0) {
@@ -192,6 +195,8 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
         fclose(f);
 }
 
+static unsigned harness_instances;
+
 void harness_start(struct harness *h, const struct harness_options *o)
 {
         static const struct harness_options defaults;
@@ -203,13 +208,17 @@ void harness_start(struct harness *h, const struct harness_options *o)
         snprintf(h->dir, sizeof(h->dir), "/tmp/incsearchd-test-XXXXXX");
         ck_assert_ptr_nonnull(mkdtemp(h->dir));
         snprintf(h->conf_path, sizeof(h->conf_path), "%s/incsearchd.conf", h->dir);
-        snprintf(h->shm_name, sizeof(h->shm_name), "/incsearchd-test-%d", (int)getpid());
+        /* Two instances in one test need two segments. */
+        snprintf(h->shm_name, sizeof(h->shm_name), "/incsearchd-test-%d-%u", (int)getpid(),
+                 harness_instances++);
         snprintf(h->control_path, sizeof(h->control_path), "%s/control.sock", h->dir);
         snprintf(api_log, sizeof(api_log), "%s/demo-api.log", h->dir);
         snprintf(daemon_log, sizeof(daemon_log), "%s/incsearchd.log", h->dir);
 
+        if (o->shared_api != NULL)
+                h->api_port = o->shared_api->api_port;
         /* A port found free can be taken before it is bound, so each start gets three tries. */
-        for (int attempt = 0; attempt < 3 && h->api_pid == 0; attempt++) {
+        for (int attempt = 0; attempt < 3 && h->api_port == 0; attempt++) {
                 h->api_port = harness_free_port();
                 snprintf(api_listen, sizeof(api_listen), "127.0.0.1:%d", h->api_port);
                 char *api_argv[] = {"incsearch-demo-api",
@@ -225,11 +234,12 @@ void harness_start(struct harness *h, const struct harness_options *o)
                 if (harness_wait_port(h->api_port, 5000) < 0) {
                         harness_stop(h->api_pid);
                         h->api_pid = 0;
+                        h->api_port = 0;
                 }
         }
-        if (h->api_pid == 0)
+        if (h->api_port == 0)
                 harness_dump_log(h, "demo-api.log");
-        ck_assert_msg(h->api_pid != 0, "the demo API did not start");
+        ck_assert_msg(h->api_port != 0, "the demo API did not start");
 
         for (int attempt = 0; attempt < 3 && h->daemon_pid == 0; attempt++) {
                 h->port = harness_free_port();
@@ -267,7 +277,8 @@ void harness_stop_all(struct harness *h)
         char command[160];
 
         harness_stop(h->daemon_pid);
-        harness_stop(h->api_pid);
+        if (h->api_pid != 0)
+                harness_stop(h->api_pid);
         h->daemon_pid = 0;
         h->api_pid = 0;
         /* A daemon a test killed with SIGKILL leaves its segment behind. */
@@ -327,4 +338,126 @@ long long harness_json_int(json_object *obj, const char *key)
         if (!json_object_object_get_ex(obj, key, &value))
                 return -1;
         return json_object_get_int64(value);
+}
+
+/* Connects to 127.0.0.1:PORT with a 2 s receive timeout. Returns the socket or -1. */
+static int harness_connect(int port)
+{
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct timeval tv = {.tv_sec = 2};
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        if (fd < 0)
+                return -1;
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+                close(fd);
+                return -1;
+        }
+        return fd;
+}
+
+int harness_redis_command(const struct harness_redis *r, const char *const argv[], char *out,
+                          size_t len)
+{
+        char request[4096], reply[4096];
+        size_t used = 0, argc = 0;
+        ssize_t n;
+        char *end;
+        int fd;
+
+        while (argv[argc] != NULL)
+                argc++;
+        used = (size_t)snprintf(request, sizeof(request), "*%zu\r\n", argc);
+        for (size_t i = 0; i < argc && used < sizeof(request); i++)
+                used += (size_t)snprintf(request + used, sizeof(request) - used, "$%zu\r\n%s\r\n",
+                                         strlen(argv[i]), argv[i]);
+        ck_assert_uint_lt(used, sizeof(request));
+        fd = harness_connect(r->port);
+        if (fd < 0)
+                return -1;
+        if (write(fd, request, used) != (ssize_t)used) {
+                close(fd);
+                return -1;
+        }
+        n = read(fd, reply, sizeof(reply) - 1);
+        close(fd);
+        if (n <= 0)
+                return -1;
+        reply[n] = '\0';
+        end = strstr(reply, "\r\n");
+        if (end == NULL)
+                return -1;
+        *end = '\0';
+        /* A bulk string's text follows its length line. */
+        if (reply[0] == '$' && reply[1] != '-') {
+                char *text = end + 2, *text_end = strstr(text, "\r\n");
+
+                if (text_end != NULL)
+                        *text_end = '\0';
+                snprintf(out, len, "%s", text);
+        } else {
+                snprintf(out, len, "%s", reply);
+        }
+        return 0;
+}
+
+void harness_redis_start(struct harness_redis *r)
+{
+        char log[128], port[16];
+        const char *const ping[] = {"PING", NULL};
+        char answer[64];
+
+        if (r->dir[0] == '\0') {
+                snprintf(r->dir, sizeof(r->dir), "/tmp/incsearchd-redis-XXXXXX");
+                ck_assert_ptr_nonnull(mkdtemp(r->dir));
+        }
+        snprintf(log, sizeof(log), "%s/redis.log", r->dir);
+        for (int attempt = 0; attempt < 3 && r->pid == 0; attempt++) {
+                int reuse = r->port != 0;
+
+                if (!reuse)
+                        r->port = harness_free_port();
+                snprintf(port, sizeof(port), "%d", r->port);
+                char *argv[] = {
+                    "redis-server", "--port", port,    "--bind", "127.0.0.1",   "--save", "",
+                    "--appendonly", "no",     "--dir", r->dir,   "--daemonize", "no",     NULL};
+                r->pid = harness_spawn_env("/usr/bin/redis-server", argv, log, NULL);
+                for (int waited = 0; waited < 5000; waited += 20) {
+                        if (harness_redis_command(r, ping, answer, sizeof(answer)) == 0 &&
+                            strcmp(answer, "+PONG") == 0)
+                                break;
+                        answer[0] = '\0';
+                        usleep(20000);
+                }
+                if (strcmp(answer, "+PONG") != 0) {
+                        harness_stop(r->pid);
+                        r->pid = 0;
+                        if (!reuse)
+                                r->port = 0;
+                }
+        }
+        ck_assert_msg(r->pid != 0, "redis-server did not start; see %s", log);
+        snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d/0", r->port);
+}
+
+void harness_redis_stop(struct harness_redis *r)
+{
+        harness_stop(r->pid);
+        r->pid = 0;
+}
+
+void harness_redis_free(struct harness_redis *r)
+{
+        char command[160];
+
+        harness_redis_stop(r);
+        if (r->dir[0] != '\0' && getenv("INCSEARCHD_KEEP_LOGS") == NULL) {
+                snprintf(command, sizeof(command), "rm -rf '%s'", r->dir);
+                if (system(command) != 0)
+                        fprintf(stderr, "cannot remove %s\n", r->dir);
+        }
+        r->dir[0] = '\0';
 }

@@ -37,7 +37,7 @@ ssize_t harness_http_raw(int port, const char *request, char *out, size_t len);
 
 /* A demo API and an incsearchd in front of it, each on its own free port. */
 struct harness {
-        pid_t api_pid;
+        pid_t api_pid; /* 0 when the demo API belongs to another harness */
         pid_t daemon_pid;
         int api_port;
         int port;
@@ -48,17 +48,18 @@ struct harness {
 };
 
 struct harness_options {
-        const char *api_rate;          /* demo API's -r, default "50" */
-        const char *api_burst;         /* demo API's -b, default "10" */
-        const char *rate;              /* incsearchd's [api] rate, default "45" */
-        const char *burst;             /* default "8" */
-        const char *workers;           /* default "2" */
-        const char *timeout_ms;        /* [api] timeout_ms, default "2000" */
-        const char *extra_server;      /* more [server] lines */
-        const char *extra_api;         /* more [api] lines */
-        const char *extra_sections;    /* more sections at the end, such as "[cache]\n..." */
-        int faults;                    /* start the demo API with -F */
-        const char *const *daemon_env; /* "NAME=value" strings for incsearchd, NULL-terminated */
+        const char *api_rate;             /* demo API's -r, default "50" */
+        const char *api_burst;            /* demo API's -b, default "10" */
+        const char *rate;                 /* incsearchd's [api] rate, default "45" */
+        const char *burst;                /* default "8" */
+        const char *workers;              /* default "2" */
+        const char *timeout_ms;           /* [api] timeout_ms, default "2000" */
+        const char *extra_server;         /* more [server] lines */
+        const char *extra_api;            /* more [api] lines */
+        const char *extra_sections;       /* more sections at the end, such as "[cache]\n..." */
+        int faults;                       /* start the demo API with -F */
+        const char *const *daemon_env;    /* "NAME=value" strings for incsearchd, NULL-terminated */
+        const struct harness *shared_api; /* use this harness's demo API instead of starting one */
 };
 
 /* Starts both programs and waits for their ports; fails the test if either does not come up. */
@@ -66,6 +67,31 @@ void harness_start(struct harness *h, const struct harness_options *options);
 
 /* Stops both programs. */
 void harness_stop_all(struct harness *h);
+
+/* A redis-server from Debian on a free loopback port, with no persistence. */
+struct harness_redis {
+        pid_t pid;
+        int port;
+        char dir[64];
+        char url[64]; /* "redis://127.0.0.1:PORT/0", for redis_url */
+};
+
+/*
+ * Starts redis-server and waits until it answers PING; fails the test if it does not. Starting
+ * it again after harness_redis_stop reuses the port, so that a daemon configured with the URL
+ * finds it again.
+ */
+void harness_redis_start(struct harness_redis *r);
+
+/* Stops the server (SIGTERM) and keeps the port and folder for a later start. */
+void harness_redis_stop(struct harness_redis *r);
+
+/* Stops the server and removes its folder. */
+void harness_redis_free(struct harness_redis *r);
+
+/* Sends one command (its words in ARGV, NULL-terminated) and stores the reply line in OUT. */
+int harness_redis_command(const struct harness_redis *r, const char *const argv[], char *out,
+                          size_t len);
 
 /* Reads a number from the demo API's /stats. */
 long long harness_api_stat(const struct harness *h, const char *name);
