@@ -461,3 +461,15 @@ void harness_redis_free(struct harness_redis *r)
         }
         r->dir[0] = '\0';
 }
+
+void harness_make_cert(const char *cert_path, const char *key_path)
+{
+        char command[1024];
+
+        snprintf(command, sizeof(command),
+                 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+                 "-days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost "
+                 "-keyout '%s' -out '%s' 2>/dev/null",
+                 key_path, cert_path);
+        ck_assert_msg(system(command) == 0, "openssl could not make a certificate: %s", command);
+}

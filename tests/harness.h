@@ -93,6 +93,12 @@ void harness_redis_free(struct harness_redis *r);
 int harness_redis_command(const struct harness_redis *r, const char *const argv[], char *out,
                           size_t len);
 
+/*
+ * Writes a new self-signed certificate for 127.0.0.1 and localhost, and its key, with the
+ * openssl command. Fails the test if openssl does.
+ */
+void harness_make_cert(const char *cert_path, const char *key_path);
+
 /* Reads a number from the demo API's /stats. */
 long long harness_api_stat(const struct harness *h, const char *name);
 
