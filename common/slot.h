@@ -79,7 +79,7 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
  */
 /*
  * The token a take or a retry spends: one from BUCKET, or, without a bucket, one the caller
- * already holds (HELD is 1, and the call clears it when it spends it). Without either, the head
+ * already has (HELD is 1, and the call clears it when it spends it). Without either, the head
  * can only expire.
  */
 struct slot_token {

@@ -1,8 +1,8 @@
 /*
- * The rate limit shared through Redis: the Lua scripts against a real redis-server, then two
- * incsearchd instances that share one strict demo API (its rate and burst equal to each
- * instance's), with clients typing on both, Redis stopped and started again under both
- * fallbacks, and a control run with the shm backend that shows the test can fail.
+ * The rate limit shared through Redis. The Lua scripts run against a real redis-server. Then
+ * two incsearchd instances share one strict demo API (its rate and burst equal to each
+ * instance's) while clients type on both, and Redis is stopped and started again under both
+ * fallbacks. A control run with the shm backend shows that the test can fail.
  *
  * The demo API is a token bucket of the same rate and burst that starts full, so it rejects a
  * call exactly when some window of length T saw more than burst + rate * T calls; zero
@@ -140,7 +140,7 @@ START_TEST(redis_script_burst_then_rate)
 }
 END_TEST
 
-/* A pause holds every token back and only ever grows; afterwards the bucket starts empty. */
+/* A pause blocks every token and only ever grows. After it the bucket starts empty. */
 START_TEST(redis_script_pause_honoured)
 {
         redisContext *c;
@@ -195,6 +195,22 @@ START_TEST(redis_script_many_callers)
         ck_assert_int_ge(granted, 5);
         for (int i = 0; i < 4; i++)
                 redisFree(c[i]);
+}
+END_TEST
+
+/* The URL in log lines leaves out the user and the password. */
+START_TEST(redis_url_hides_password)
+{
+        struct conf conf = {0};
+        char url[512];
+
+        ck_assert_int_eq(
+            conf_parse_redis_url("redis://app:secret@cache.example:6380/3", &conf.redis), 0);
+        rlimit_url(&conf, url, sizeof(url));
+        ck_assert_str_eq(url, "redis://cache.example:6380/3");
+        ck_assert_int_eq(conf_parse_redis_url("unix:/run/redis.sock?db=2", &conf.redis), 0);
+        rlimit_url(&conf, url, sizeof(url));
+        ck_assert_str_eq(url, "unix:/run/redis.sock?db=2");
 }
 END_TEST
 
@@ -257,8 +273,8 @@ static void redis_type(struct redis_typist *t, unsigned n, long ms)
 }
 
 /*
- * Sends each client's whole word (or "probe" + TAG) as its last query and waits, bounded, for
- * the answer to it. Returns how many got the error CODE, or results when CODE is NULL.
+ * Sends each client's whole word as its last query and waits, bounded, for the reply to it. Returns
+ * how many got the error CODE, or results when CODE is NULL.
  */
 static unsigned redis_finish(struct redis_typist *t, unsigned n, const char *code)
 {
@@ -380,7 +396,8 @@ START_TEST(redis_two_instances_share)
 }
 END_TEST
 
-/* The same load with the shm backend: each instance spends the whole rate, and the API says so. */
+/* The same load with the shm backend: each instance spends the whole rate, so the API rejects
+ * calls. */
 START_TEST(redis_control_shm_violates)
 {
         struct redis_typist t[2 * REDIS_CLIENTS] = {0};
@@ -461,6 +478,104 @@ START_TEST(redis_down_local_share)
 }
 END_TEST
 
+/* Replaces the line of H's config that starts with PREFIX by LINE. */
+static void redis_edit_conf(const struct harness *h, const char *prefix, const char *line)
+{
+        char text[8192], out[8192] = "";
+        char *saveptr = NULL;
+        size_t n;
+        FILE *f = fopen(h->conf_path, "r");
+
+        ck_assert_ptr_nonnull(f);
+        n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        for (char *l = strtok_r(text, "\n", &saveptr); l != NULL;
+             l = strtok_r(NULL, "\n", &saveptr)) {
+                strncat(out, strncmp(l, prefix, strlen(prefix)) == 0 ? line : l,
+                        sizeof(out) - strlen(out) - 2);
+                strcat(out, "\n");
+        }
+        f = fopen(h->conf_path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(out, f);
+        fclose(f);
+}
+
+/* Counts the lines of H's daemon log that contain TEXT. */
+static unsigned redis_log_count(const struct harness *h, const char *text)
+{
+        char path[256], line[2048];
+        unsigned count = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/incsearchd.log", h->dir);
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (fgets(line, sizeof(line), f) != NULL)
+                count += strstr(line, text) != NULL;
+        fclose(f);
+        return count;
+}
+
+/*
+ * An instance whose redis_url points at a port without a server logs the switch once (it has
+ * two workers) and answers overloaded. A reload to the right URL makes its workers reconnect
+ * without a restart, while a changed rate_limit_backend is kept until a restart.
+ */
+START_TEST(redis_reload_url_reconnects)
+{
+        struct harness_options options = {.extra_api = NULL,
+                                          .extra_sections = "[cache]\nmax_bytes = 0\n"};
+        static char api[512];
+        char line[128], out[2048], command[512];
+        struct redis_typist t = {.h = &redis_a};
+        FILE *p;
+        size_t n;
+
+        harness_redis_start(&redis_server);
+        snprintf(api, sizeof(api),
+                 "rate_limit_backend = redis\nredis_url = redis://127.0.0.1:%d/0\n"
+                 "max_wait_ms = 500\n",
+                 harness_free_port());
+        options.extra_api = api;
+        harness_start(&redis_a, &options);
+        for (int waited = 0; waited < 15000; waited += 50) {
+                if (redis_metric(&redis_a, "incsearchd_redis_up") == 0)
+                        break;
+                redis_sleep_ms(50);
+        }
+        ck_assert_int_eq(redis_metric(&redis_a, "incsearchd_redis_up"), 0);
+        t.fd = wsc_connect(redis_a.port);
+        ck_assert_int_ge(t.fd, 0);
+        ck_assert_uint_eq(redis_finish(&t, 1, "overloaded"), 1);
+        ck_assert_uint_eq(redis_log_count(&redis_a, "until it is back"), 1);
+
+        snprintf(line, sizeof(line), "redis_url = %s", redis_server.url);
+        redis_edit_conf(&redis_a, "redis_url =", line);
+        redis_edit_conf(&redis_a, "rate_limit_backend =", "rate_limit_backend = shm");
+        snprintf(command, sizeof(command), "%s/incsearchctl -s %s reload 2>&1", harness_build_dir(),
+                 redis_a.control_path);
+        p = popen(command, "r");
+        ck_assert_ptr_nonnull(p);
+        n = fread(out, 1, sizeof(out) - 1, p);
+        out[n] = '\0';
+        pclose(p);
+        ck_assert_msg(strstr(out, "rate_limit_backend") != NULL, "reload: %s", out);
+        for (int waited = 0; waited < 15000; waited += 50) {
+                if (redis_metric(&redis_a, "incsearchd_redis_up") == 1)
+                        break;
+                redis_sleep_ms(50);
+        }
+        ck_assert_int_eq(redis_metric(&redis_a, "incsearchd_redis_up"), 1);
+        ck_assert_uint_eq(redis_finish(&t, 1, NULL), 1);
+        ck_assert_int_ge(redis_metric(&redis_a, "incsearchd_redis_tokens_granted_total"), 1);
+        ck_assert_uint_eq(redis_log_count(&redis_a, "replies again"), 1);
+        json_object_put(t.last);
+        close(t.fd);
+}
+END_TEST
+
 Suite *redis_suite(void)
 {
         Suite *s = suite_create("redis");
@@ -472,6 +587,7 @@ Suite *redis_suite(void)
         tcase_add_test(script, redis_script_burst_then_rate);
         tcase_add_test(script, redis_script_pause_honoured);
         tcase_add_test(script, redis_script_many_callers);
+        tcase_add_test(script, redis_url_hides_password);
         suite_add_tcase(s, script);
 
         tcase_set_timeout(shared, 90);
@@ -480,6 +596,7 @@ Suite *redis_suite(void)
         tcase_add_test(shared, redis_control_shm_violates);
         tcase_add_test(shared, redis_down_closed);
         tcase_add_test(shared, redis_down_local_share);
+        tcase_add_test(shared, redis_reload_url_reconnects);
         suite_add_tcase(s, shared);
         return s;
 }

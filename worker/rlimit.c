@@ -76,6 +76,8 @@ void rlimit_url(const struct conf *conf, char *out, size_t len)
 
         if (a->path[0] != '\0')
                 snprintf(out, len, "unix:%s?db=%" PRIu32, a->path, a->db);
+        else if (strchr(a->host, ':') != NULL)
+                snprintf(out, len, "redis://[%s]:%u/%" PRIu32, a->host, a->port, a->db);
         else
                 snprintf(out, len, "redis://%s:%u/%" PRIu32, a->host, a->port, a->db);
 }
@@ -103,7 +105,7 @@ static void rlimit_forget(struct rlimit *r, const char *what, const char *error)
         r->ready = 0;
         r->want_read = r->want_write = 0;
         r->outstanding = 0;
-        r->token_asked = 0;
+        r->token_requested = 0;
         r->granted = 0;
         /* Half of the backoff is jitter, so that the workers do not reconnect in step. */
         r->reconnect_ns = shm_now_ns() + ms * 500000ULL + (uint64_t)random() % (ms * 500000ULL);
@@ -134,7 +136,7 @@ void rlimit_close(struct rlimit *r)
         r->ready = 0;
         r->want_read = r->want_write = 0;
         r->outstanding = 0;
-        r->token_asked = 0;
+        r->token_requested = 0;
         r->granted = 0;
         redisAsyncFree(ac);
 }
@@ -252,7 +254,7 @@ static void rlimit_loaded(struct rlimit *r, char *sha, const redisReply *reply)
 
 static void rlimit_token_reply(struct rlimit *r, const redisReply *reply)
 {
-        r->token_asked = 0;
+        r->token_requested = 0;
         if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) {
                 rlimit_fail(r, "EVALSHA", "unexpected reply to the token script");
                 return;
@@ -408,13 +410,13 @@ void rlimit_handle(struct rlimit *r, short revents)
 
 void rlimit_ask(struct rlimit *r, uint64_t now_ns, uint64_t *wait_ns)
 {
-        if (r->ac == NULL || !r->ready || r->token_asked || r->granted)
+        if (r->ac == NULL || !r->ready || r->token_requested || r->granted)
                 return;
         if (now_ns < r->ask_after_ns) {
                 rlimit_lower(wait_ns, now_ns, r->ask_after_ns);
                 return;
         }
-        r->token_asked = 1;
+        r->token_requested = 1;
         rlimit_send_token(r, RLIMIT_TOKEN);
 }
 

@@ -1,5 +1,5 @@
 /*
- * The rate limit shared through Redis, as one worker sees it: an asynchronous hiredis
+ * The rate limit shared through Redis, from one worker's side: an asynchronous hiredis
  * connection driven from the worker's curl_multi_poll, and two Lua scripts. The token script
  * is GCRA on Redis's clock (TIME): every host and worker that asks shares one limit, and a key
  * that does not exist yet starts empty, so a Redis restart never hands out a fresh burst. The
@@ -19,7 +19,7 @@
 
 #include "conf.h"
 
-/* What the worker must report to the host's state after a call here. */
+/* An event that the worker reports to the host's state after a call here. */
 enum rlimit_event {
         RLIMIT_EVENT_NONE,
         RLIMIT_EVENT_UP,   /* a command succeeded */
@@ -36,9 +36,9 @@ struct rlimit {
         uint64_t deadline_ns;    /* the oldest outstanding reply is late after this */
         uint64_t reconnect_ns;   /* no new connection before this */
         unsigned failures;       /* consecutive failures, for the reconnect backoff */
-        int token_asked;         /* a token request is in flight */
+        int token_requested;     /* a token request is in flight */
         int granted;             /* Redis granted a token that is not spent yet */
-        uint64_t ask_after_ns;   /* Redis said no token is due before this */
+        uint64_t ask_after_ns;   /* Redis replied that no token is due before this */
         enum rlimit_event event; /* set by the callbacks, read and cleared by the worker */
         char error[256];         /* the last failure, for the log */
 };
@@ -62,8 +62,8 @@ int rlimit_waitfd(const struct rlimit *r, struct curl_waitfd *fd);
 void rlimit_handle(struct rlimit *r, short revents);
 
 /*
- * Asks Redis for one token unless a request is in flight, a token is held, or Redis said the
- * next one is not due yet (then *WAIT_NS is lowered to that time). The answer sets granted,
+ * Asks Redis for one token unless a request is in flight, a token is held, or Redis replied
+ * that the next one is not due yet (then *WAIT_NS is lowered to that time). The reply sets granted,
  * or ask_after_ns.
  */
 void rlimit_ask(struct rlimit *r, uint64_t now_ns, uint64_t *wait_ns);

@@ -46,7 +46,7 @@ struct worker_state {
         struct rlimit rl; /* the connection to Redis, with rate_limit_backend = redis */
 };
 
-/* Where the next call's token comes from. */
+/* The source of the next call's token. */
 enum worker_source {
         WORKER_SOURCE_SHM,         /* the bucket in shared memory */
         WORKER_SOURCE_REDIS,       /* a token that Redis granted */
@@ -265,8 +265,8 @@ static void worker_lower_wait(uint64_t *wait_ns, uint64_t candidate)
 
 /*
  * Lowers *WAIT_NS for a query that found no token: to the next token of a bucket, with jitter
- * that spreads the workers waiting for it, or to the query's expiry, and asks Redis for a
- * token with the redis backend.
+ * that spreads the workers waiting for it, or to the query's expiry, and requests a token
+ * from Redis with the redis backend.
  */
 static void worker_wait_token(struct worker_state *w, enum worker_source source,
                               const struct slot_token *token, uint64_t now, uint64_t token_wait,
@@ -521,7 +521,7 @@ static void worker_fallback_init(struct worker_state *w, uint64_t now)
 
         bucket_init(&h->redis.fallback, rate > 0 ? rate : 1, burst > 0 ? burst : 1, now);
         h->redis.fallback.tokens = 0;
-        /* A pause the API asked for holds in the fallback too. */
+        /* A pause that the API requested applies to the fallback too. */
         if (h->bucket.last_refill_ns > now)
                 h->redis.fallback.last_refill_ns = h->bucket.last_refill_ns;
 }
@@ -536,7 +536,7 @@ static void worker_redis_switch(struct worker_state *w, uint32_t down)
 
         if (atomic_load_explicit(&h->redis.down, memory_order_relaxed) == down)
                 return;
-        /* Under the lock, so that a worker that sees down finds the fallback bucket ready. */
+        /* Under the lock, so that a worker that reads down finds the fallback bucket ready. */
         shm_lock(&w->shm);
         if (atomic_load_explicit(&h->redis.down, memory_order_relaxed) != down) {
                 if (down && w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE)
@@ -550,7 +550,7 @@ static void worker_redis_switch(struct worker_state *w, uint32_t down)
         atomic_fetch_add_explicit(&h->redis.switches, 1, memory_order_relaxed);
         rlimit_url(&w->conf, url, sizeof(url));
         if (!down)
-                log_info("Redis at %s answers again; API calls share its rate limit", url);
+                log_info("Redis at %s replies again; API calls share its rate limit", url);
         else if (w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE)
                 log_warn("Redis at %s is unavailable (%s); until it is back this host spends "
                          "rate / expected_hosts = %.3f calls per second on its own",
