@@ -51,7 +51,7 @@ DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/stats.o $(B)/daemon/metrics.o $(B)/daemon/control.o $(B)/daemon/reload.o \
 	 $(B)/daemon/notify.o
 CTL = $(B)/ctl/incsearchctl.o
-WORKER = $(B)/worker/worker.o $(B)/worker/api.o
+WORKER = $(B)/worker/worker.o $(B)/worker/api.o $(B)/worker/rlimit.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
 LOADGEN = $(B)/loadgen/main.o $(B)/loadgen/pool.o $(B)/loadgen/util.o $(B)/loadgen/responder.o \
 	  $(B)/loadgen/startup.o $(B)/loadgen/hold.o $(B)/loadgen/ingest.o $(B)/loadgen/latency.o \
@@ -61,7 +61,8 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/check_sched.o \
 	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
 	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o \
-	$(B)/tests/check_query.o $(B)/tests/check_ops.o $(B)/tests/check_nginx.o
+	$(B)/tests/check_query.o $(B)/tests/check_ops.o $(B)/tests/check_nginx.o \
+	$(B)/tests/check_redis.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 
@@ -117,7 +118,8 @@ $(B)/incsearch-demo-api: $(DEMOAPI)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBEVENT) $(JSONC)
 
 $(B)/check_incsearchd: $(TESTS) $(COMMON) $(B)/daemon/ws.o $(B)/daemon/http.o \
-		$(B)/daemon/limit.o $(B)/daemon/query.o $(B)/worker/api.o $(B)/demo-api/places.o
+		$(B)/daemon/limit.o $(B)/daemon/query.o $(B)/worker/api.o $(B)/worker/rlimit.o \
+		$(B)/demo-api/places.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK) $(CURL) $(JSONC) $(CRYPTO) $(TLS) $(HIREDIS)
 
 # libFuzzer targets, always built with clang and both sanitizers into build/fuzz/. Each runs

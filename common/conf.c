@@ -856,6 +856,8 @@ int conf_keep_restart_keys(const struct conf *current, struct conf *next, char *
         CONF_KEEP(max_connections, "max_connections");
         CONF_KEEP(max_query_bytes, "max_query_bytes");
         CONF_KEEP(workers, "workers");
+        /* Switching live would let the unused bucket's tokens add to the shared limit's. */
+        CONF_KEEP(rate_limit_backend, "rate_limit_backend");
         if (strcmp(current->shm_name, next->shm_name) != 0) {
                 conf_note_change(changed, changed_len, &count, "shm_name");
                 strcpy(next->shm_name, current->shm_name);

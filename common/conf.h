@@ -123,7 +123,8 @@ void conf_dump(const struct conf *conf, FILE *out);
 
 /*
  * Keeps in NEXT the values from CURRENT of the keys that apply only at start (listen,
- * max_connections, shm_name, max_query_bytes, workers, control_socket, user and group), and
+ * max_connections, shm_name, max_query_bytes, workers, rate_limit_backend, control_socket,
+ * user and group), and
  * writes the names of those whose value NEXT had changed into CHANGED, space-separated.
  * Returns how many changed.
  */

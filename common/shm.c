@@ -105,6 +105,7 @@ int shm_create(struct shm *shm, const char *name, uint32_t slot_count, uint32_t 
         h->daemon_pid = getpid();
         bucket_init(&h->bucket, rate_milli, burst, h->created_ns);
         h->bucket.tokens = 0;
+        h->redis.fallback = h->bucket; /* replaced at each switch to redis_fallback = local_share */
         shm_set_pointers(shm, base, size);
         return 0;
 

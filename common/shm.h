@@ -22,7 +22,7 @@
 #include "histogram.h"
 
 #define SHM_MAGIC 0x31445349u /* "ISD1" in memory order */
-#define SHM_LAYOUT_VERSION 4
+#define SHM_LAYOUT_VERSION 5
 #define SHM_MAX_WORKERS 64
 #define SHM_MAX_INFLIGHT 16 /* API calls one worker may have in flight at once */
 
@@ -101,6 +101,23 @@ struct shm_counters {
         _Atomic uint64_t ping_timeouts;            /* peers closed for not answering a ping */
 };
 
+/*
+ * The shared rate limit's state on this host with rate_limit_backend = redis. Workers write it:
+ * a worker whose Redis command fails sets down, one whose command succeeds clears it, and the
+ * one that changes it logs the switch, so each switch is logged once per host.
+ */
+struct shm_redis {
+        _Atomic uint32_t down; /* 1 while Redis cannot be reached and the fallback applies */
+        uint32_t reserved;
+        _Atomic uint64_t errors; /* failed connects, error replies and commands past the timeout */
+        _Atomic uint64_t switches; /* changes between up and down, both ways */
+        _Atomic uint64_t granted;  /* tokens Redis gave this host's workers */
+        _Atomic uint64_t dropped;  /* granted tokens that found no query left to spend them on */
+        /* redis_fallback = local_share: rate / expected_hosts, emptied at each switch; under lock
+         */
+        struct bucket fallback;
+};
+
 struct shm_header {
         uint32_t magic;
         uint32_t layout_version;
@@ -121,6 +138,7 @@ struct shm_header {
         uint32_t fifo_count; /* entries in fifo, at most slot_count */
 
         struct shm_counters counters;
+        struct shm_redis redis;
         struct histogram queue_wait; /* from a query entering the FIFO to a worker taking it */
         struct histogram api_time;   /* one API call, as the worker timed it */
         struct histogram keystroke;  /* from a query's arrival to its result being sent */

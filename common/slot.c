@@ -115,8 +115,21 @@ int slot_requeue(struct shm *shm, uint32_t index, uint32_t generation, uint64_t 
         return 1;
 }
 
-enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_job *job,
-                                uint64_t *wait_ns)
+/* Spends TOKEN's token: returns 0, or -1 with *WAIT_NS (UINT64_MAX when none can come). */
+static int slot_spend(struct slot_token *token, uint64_t now_ns, uint64_t *wait_ns)
+{
+        if (token->bucket != NULL)
+                return bucket_take(token->bucket, now_ns, wait_ns);
+        if (token->held) {
+                token->held = 0;
+                return 0;
+        }
+        *wait_ns = UINT64_MAX;
+        return -1;
+}
+
+enum slot_take_result slot_take_token(struct shm *shm, struct slot_token *token, uint64_t now_ns,
+                                      struct slot_job *job, uint64_t *wait_ns)
 {
         struct shm_header *h = shm->header;
         struct slot *s;
@@ -137,7 +150,7 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
         expires_ns = s->pending_since_ns + h->max_wait_ns;
         if (h->max_wait_ns > 0 && now_ns >= expires_ns) {
                 result = SLOT_TAKE_EXPIRED;
-        } else if (bucket_take(&h->bucket, now_ns, wait_ns) < 0) {
+        } else if (slot_spend(token, now_ns, wait_ns) < 0) {
                 if (h->max_wait_ns > 0 && expires_ns - now_ns < *wait_ns)
                         *wait_ns = expires_ns - now_ns;
                 return SLOT_TAKE_NO_TOKEN;
@@ -154,17 +167,36 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
         return result;
 }
 
-enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct slot_job *job,
-                                 uint64_t *wait_ns)
+enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_job *job,
+                                uint64_t *wait_ns)
+{
+        struct slot_token token = {.bucket = &shm->header->bucket};
+
+        return slot_take_token(shm, &token, now_ns, job, wait_ns);
+}
+
+enum slot_take_result slot_retry_token(struct shm *shm, struct slot_token *token, uint64_t now_ns,
+                                       const struct slot_job *job, uint64_t *wait_ns)
 {
         struct slot *s = shm_slot(shm, job->slot);
+        uint64_t expires_ns = job->pending_since_ns + shm->header->max_wait_ns;
 
         if (s->generation != job->generation || s->state != SLOT_INFLIGHT || s->seq != job->seq)
                 return SLOT_TAKE_STALE;
-        if (shm->header->max_wait_ns > 0 &&
-            now_ns - job->pending_since_ns >= shm->header->max_wait_ns)
+        if (shm->header->max_wait_ns > 0 && now_ns >= expires_ns)
                 return SLOT_TAKE_EXPIRED;
-        if (bucket_take(&shm->header->bucket, now_ns, wait_ns) < 0)
+        if (slot_spend(token, now_ns, wait_ns) < 0) {
+                if (shm->header->max_wait_ns > 0 && expires_ns - now_ns < *wait_ns)
+                        *wait_ns = expires_ns - now_ns;
                 return SLOT_TAKE_NO_TOKEN;
+        }
         return SLOT_TAKE_OK;
+}
+
+enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct slot_job *job,
+                                 uint64_t *wait_ns)
+{
+        struct slot_token token = {.bucket = &shm->header->bucket};
+
+        return slot_retry_token(shm, &token, now_ns, job, wait_ns);
 }

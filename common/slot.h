@@ -77,6 +77,25 @@ enum slot_take_result slot_take(struct shm *shm, uint64_t now_ns, struct slot_jo
  * without a token once it has been pending for max_wait_ns, or SLOT_TAKE_NO_TOKEN with
  * *WAIT_NS.
  */
+/*
+ * The token a take or a retry spends: one from BUCKET, or, without a bucket, one the caller
+ * already has (HELD is 1, and the call clears it when it spends it). Without either, the head
+ * can only expire.
+ */
+struct slot_token {
+        struct bucket *bucket;
+        int held;
+};
+
+/*
+ * slot_take and slot_retry with the token from TOKEN instead of the header's bucket. With no
+ * token to spend, SLOT_TAKE_NO_TOKEN's *WAIT_NS is the time until the head expires.
+ */
+enum slot_take_result slot_take_token(struct shm *shm, struct slot_token *token, uint64_t now_ns,
+                                      struct slot_job *job, uint64_t *wait_ns);
+enum slot_take_result slot_retry_token(struct shm *shm, struct slot_token *token, uint64_t now_ns,
+                                       const struct slot_job *job, uint64_t *wait_ns);
+
 enum slot_take_result slot_retry(struct shm *shm, uint64_t now_ns, const struct slot_job *job,
                                  uint64_t *wait_ns);
 

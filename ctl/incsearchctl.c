@@ -100,6 +100,20 @@ static void ctl_print_latency(json_object *reply, const char *label, const char 
                ctl_double(l, "max_ms"));
 }
 
+/* The shared rate limit's line, shown with rate_limit_backend = redis. */
+static void ctl_print_redis(json_object *r)
+{
+        json_object *up = ctl_get(r, "redis.up");
+
+        printf("redis     %s, fallback %s%s, %" PRIu64 " tokens granted, %" PRIu64
+               " dropped, %" PRIu64 " errors, %" PRIu64 " switches\n",
+               up != NULL && json_object_get_boolean(up) ? "up" : "DOWN",
+               ctl_string(r, "redis.fallback"),
+               json_object_get_boolean(ctl_get(r, "redis.fallback_active")) ? " (active)" : "",
+               ctl_u64(r, "redis.tokens_granted"), ctl_u64(r, "redis.tokens_dropped"),
+               ctl_u64(r, "redis.errors"), ctl_u64(r, "redis.switches"));
+}
+
 static void ctl_print_status(json_object *r)
 {
         char uptime[32];
@@ -135,6 +149,8 @@ static void ctl_print_status(json_object *r)
                 printf("paused for %" PRIu64 " ms after a 429\n", pause_ms);
         else
                 printf("not paused\n");
+        if (ctl_get(r, "redis") != NULL)
+                ctl_print_redis(r);
         printf("latency (ms)              count       p50       p90       p99       max\n");
         ctl_print_latency(r, "queue wait", "queue_wait");
         ctl_print_latency(r, "API call", "api");

@@ -116,6 +116,12 @@ struct stats {
         uint64_t pause_left_ms; /* until API calls may start again after a 429 */
         uint32_t fifo_depth;    /* slots waiting for an API call */
         struct stats_latency queue_wait, api_time, keystroke;
+
+        /* The shared rate limit, with rate_limit_backend = redis. */
+        int redis_backend;
+        uint32_t redis_down;     /* 1 while the fallback applies */
+        uint32_t redis_fallback; /* enum conf_redis_fallback */
+        uint64_t redis_errors, redis_switches, redis_granted, redis_dropped;
 };
 
 extern struct daemon daemon_state;

@@ -52,6 +52,27 @@ static void metrics_histogram(struct evbuffer *out, const char *name, const char
                             name, cumulative);
 }
 
+/* The shared rate limit in Redis; left out with rate_limit_backend = shm. */
+static void metrics_redis(struct evbuffer *out, const struct stats *s)
+{
+        if (!s->redis_backend)
+                return;
+        metrics_one(out, "redis_up", "gauge",
+                    "1 while the workers reach Redis for the shared rate limit.", !s->redis_down);
+        metrics_one(out, "redis_fallback_active", "gauge",
+                    "1 while Redis is unavailable and redis_fallback applies.", s->redis_down != 0);
+        metrics_one(out, "redis_errors_total", "counter",
+                    "Failed Redis connects, error replies and replies past redis_timeout_ms.",
+                    s->redis_errors);
+        metrics_one(out, "redis_fallback_switches_total", "counter",
+                    "Switches between the shared rate limit and the fallback, both ways.",
+                    s->redis_switches);
+        metrics_one(out, "redis_tokens_granted_total", "counter",
+                    "Tokens the shared rate limit in Redis gave this host.", s->redis_granted);
+        metrics_one(out, "redis_tokens_dropped_total", "counter",
+                    "Granted tokens that found no query left to spend them on.", s->redis_dropped);
+}
+
 void metrics_render(struct evbuffer *out)
 {
         struct shm_header *h = daemon_state.shm.header;
@@ -109,6 +130,7 @@ void metrics_render(struct evbuffer *out)
             (double)s.pause_left_ms / 1000);
         metrics_one(out, "queries_pending", "gauge", "Queries waiting for an API call.",
                     s.fifo_depth);
+        metrics_redis(out, &s);
         metrics_histogram(out, "queue_wait_seconds",
                           "Time from a query entering the queue to a worker taking it.",
                           &h->queue_wait);

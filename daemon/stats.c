@@ -42,6 +42,21 @@ static void stats_bucket(struct stats *stats)
         stats->pause_left_ms = paused_until > now ? (paused_until - now) / 1000000 : 0;
 }
 
+/* The shared rate limit's state, which the workers keep in the header. */
+static void stats_redis(struct stats *stats)
+{
+        struct daemon *d = &daemon_state;
+        struct shm_redis *r = &d->shm.header->redis;
+
+        stats->redis_backend = d->conf.rate_limit_backend == CONF_RATE_REDIS;
+        stats->redis_fallback = d->conf.redis_fallback;
+        stats->redis_down = atomic_load_explicit(&r->down, memory_order_relaxed);
+        stats->redis_errors = atomic_load_explicit(&r->errors, memory_order_relaxed);
+        stats->redis_switches = atomic_load_explicit(&r->switches, memory_order_relaxed);
+        stats->redis_granted = atomic_load_explicit(&r->granted, memory_order_relaxed);
+        stats->redis_dropped = atomic_load_explicit(&r->dropped, memory_order_relaxed);
+}
+
 void stats_collect(struct stats *stats)
 {
         struct daemon *d = &daemon_state;
@@ -74,6 +89,7 @@ void stats_collect(struct stats *stats)
         stats->api_failed = shm_counter(shm, api_failed);
 
         stats_bucket(stats);
+        stats_redis(stats);
         stats_latency(&shm->header->queue_wait, &stats->queue_wait);
         stats_latency(&shm->header->api_time, &stats->api_time);
         stats_latency(&shm->header->keystroke, &stats->keystroke);
@@ -148,6 +164,23 @@ json_object *stats_json(const struct stats *s)
         stats_add(bucket, "burst", s->burst);
         stats_add(bucket, "pause_left_ms", s->pause_left_ms);
         json_object_object_add(root, "bucket", bucket);
+
+        if (s->redis_backend) {
+                json_object *redis = json_object_new_object();
+
+                json_object_object_add(redis, "up", json_object_new_boolean(!s->redis_down));
+                json_object_object_add(
+                    redis, "fallback",
+                    json_object_new_string(
+                        s->redis_fallback == CONF_FALLBACK_LOCAL_SHARE ? "local_share" : "closed"));
+                json_object_object_add(redis, "fallback_active",
+                                       json_object_new_boolean(s->redis_down != 0));
+                stats_add(redis, "errors", s->redis_errors);
+                stats_add(redis, "switches", s->redis_switches);
+                stats_add(redis, "tokens_granted", s->redis_granted);
+                stats_add(redis, "tokens_dropped", s->redis_dropped);
+                json_object_object_add(root, "redis", redis);
+        }
 
         json_object_object_add(latency, "queue_wait", stats_latency_json(&s->queue_wait));
         json_object_object_add(latency, "api", stats_latency_json(&s->api_time));

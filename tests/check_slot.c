@@ -253,6 +253,41 @@ START_TEST(slot_retry_only_latest)
 }
 END_TEST
 
+/*
+ * A held token (one Redis granted) is spent once and leaves the bucket alone. Without a token
+ * the head waits until max_wait_ns and is then taken as expired, and so is a retry.
+ */
+START_TEST(slot_take_held_token)
+{
+        struct slot_job job = {.query = slot_query}, first;
+        struct slot_token token = {.held = 1};
+        int64_t tokens = slot_shm.header->bucket.tokens;
+        uint64_t wait = 0;
+
+        slot_shm.header->max_wait_ns = 1000;
+        slot_open(&slot_shm, 1);
+        slot_open(&slot_shm, 2);
+        slot_submit_text(1, 1, "a", 100);
+        slot_submit_text(2, 1, "b", 150);
+        ck_assert_int_eq(slot_take_token(&slot_shm, &token, 200, &job, &wait), SLOT_TAKE_OK);
+        ck_assert_uint_eq(job.slot, 1);
+        ck_assert_int_eq(token.held, 0);
+        ck_assert_int_eq(slot_shm.header->bucket.tokens, tokens);
+        first = job;
+
+        ck_assert_int_eq(slot_take_token(&slot_shm, &token, 300, &job, &wait), SLOT_TAKE_NO_TOKEN);
+        ck_assert_uint_eq(wait, 850);
+        ck_assert_int_eq(slot_retry_token(&slot_shm, &token, 300, &first, &wait),
+                         SLOT_TAKE_NO_TOKEN);
+        ck_assert_uint_eq(wait, 800);
+        ck_assert_int_eq(slot_retry_token(&slot_shm, &token, 1100, &first, &wait),
+                         SLOT_TAKE_EXPIRED);
+        ck_assert_int_eq(slot_take_token(&slot_shm, &token, 1150, &job, &wait), SLOT_TAKE_EXPIRED);
+        ck_assert_uint_eq(job.slot, 2);
+        slot_shm.header->max_wait_ns = 0;
+}
+END_TEST
+
 enum { SLOT_FAIR_CLIENTS = 50 };
 
 /*
@@ -378,6 +413,7 @@ Suite *slot_suite(void)
         tcase_add_test(tc, slot_requeue_keeps_turn);
         tcase_add_test(tc, slot_max_wait_expires_head);
         tcase_add_test(tc, slot_retry_only_latest);
+        tcase_add_test(tc, slot_take_held_token);
         tcase_add_test(tc, slot_fifo_bounds_wait);
         tcase_add_test(tc, shm_attach_rejects_wrong_layout);
         tcase_add_test(tc, shm_create_bucket_empty);

@@ -19,5 +19,6 @@ Suite *sched_suite(void);
 Suite *query_suite(void);
 Suite *ops_suite(void);
 Suite *nginx_suite(void);
+Suite *redis_suite(void);
 
 #endif

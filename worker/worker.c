@@ -24,6 +24,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "reply.h"
+#include "rlimit.h"
 #include "shm.h"
 #include "slot.h"
 
@@ -42,7 +43,62 @@ struct worker_state {
         uint64_t pause_end_ns;   /* end of the last pause this worker logged */
         struct conf next_conf;   /* a reloaded configuration waiting for the calls to finish */
         int next_conf_pending;
+        struct rlimit rl; /* the connection to Redis, with rate_limit_backend = redis */
 };
+
+/* The source of the next call's token. */
+enum worker_source {
+        WORKER_SOURCE_SHM,         /* the bucket in shared memory */
+        WORKER_SOURCE_REDIS,       /* a token that Redis granted */
+        WORKER_SOURCE_LOCAL_SHARE, /* Redis is down: this host's share of the rate */
+        WORKER_SOURCE_NONE,        /* Redis is down and redis_fallback is closed */
+};
+
+static enum worker_source worker_source(const struct worker_state *w)
+{
+        if (w->conf.rate_limit_backend != CONF_RATE_REDIS)
+                return WORKER_SOURCE_SHM;
+        if (!atomic_load_explicit(&w->shm.header->redis.down, memory_order_relaxed))
+                return WORKER_SOURCE_REDIS;
+        return w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE ? WORKER_SOURCE_LOCAL_SHARE
+                                                                   : WORKER_SOURCE_NONE;
+}
+
+static struct slot_token worker_token(struct worker_state *w, enum worker_source source)
+{
+        struct slot_token token = {0};
+
+        if (source == WORKER_SOURCE_SHM)
+                token.bucket = &w->shm.header->bucket;
+        else if (source == WORKER_SOURCE_LOCAL_SHARE)
+                token.bucket = &w->shm.header->redis.fallback;
+        else if (source == WORKER_SOURCE_REDIS)
+                token.held = w->rl.granted;
+        return token;
+}
+
+/* Records that a take or retry spent the token Redis granted, if it did. */
+static void worker_token_spent(struct worker_state *w, const struct slot_token *token)
+{
+        if (!w->rl.granted || token->bucket != NULL || token->held)
+                return;
+        w->rl.granted = 0;
+        atomic_fetch_add_explicit(&w->shm.header->redis.granted, 1, memory_order_relaxed);
+}
+
+/*
+ * Drops a granted token that no query took: a token kept for later would let calls bunch up
+ * beyond the rate.
+ */
+static void worker_token_drop(struct worker_state *w)
+{
+        if (!w->rl.granted)
+                return;
+        w->rl.granted = 0;
+        atomic_fetch_add_explicit(&w->shm.header->redis.granted, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->shm.header->redis.dropped, 1, memory_order_relaxed);
+        log_debug("a token from Redis found no query to spend it on");
+}
 
 /* Logs the first failure of a run of failures and the recovery after it, not every call. */
 static void worker_log_outcome(struct worker_state *w, const struct slot_job *job,
@@ -140,6 +196,15 @@ static void worker_reply_expired(struct worker_state *w, struct api_call *call, 
         char message[160];
 
         shm_count(&w->shm, expired);
+        if (worker_source(w) == WORKER_SOURCE_NONE) {
+                snprintf(message, sizeof(message),
+                         "the shared rate limit in Redis is unavailable and redis_fallback is "
+                         "closed; no API call within max_wait_ms (%u ms)",
+                         w->conf.max_wait_ms);
+                log_debug("slot %u seq %" PRIu64 ": %s", call->job.slot, call->job.seq, message);
+                worker_reply(w, call, IPC_STATUS_REJECTED, REPLY_OVERLOADED, message, NULL, 0);
+                return;
+        }
         if (pause_ns > 0)
                 snprintf(
                     message, sizeof(message),
@@ -198,20 +263,39 @@ static void worker_lower_wait(uint64_t *wait_ns, uint64_t candidate)
                 *wait_ns = candidate;
 }
 
-/* Takes pending queries while this worker has room and the bucket has tokens. */
+/*
+ * Lowers *WAIT_NS for a query that found no token: to the next token of a bucket, with jitter
+ * that spreads the workers waiting for it, or to the query's expiry, and requests a token
+ * from Redis with the redis backend.
+ */
+static void worker_wait_token(struct worker_state *w, enum worker_source source,
+                              const struct slot_token *token, uint64_t now, uint64_t token_wait,
+                              uint64_t *wait_ns)
+{
+        if (source == WORKER_SOURCE_REDIS)
+                rlimit_ask(&w->rl, now, wait_ns);
+        if (token->bucket != NULL)
+                token_wait += (uint64_t)random() % WORKER_JITTER_NS;
+        worker_lower_wait(wait_ns, token_wait);
+}
+
+/* Takes pending queries while this worker has room and a token. */
 static void worker_fill(struct worker_state *w, uint64_t *wait_ns)
 {
         struct api_call *call;
 
         while ((call = worker_free_call(w)) != NULL) {
                 uint64_t now = shm_now_ns(), token_wait = 0;
+                enum worker_source source = worker_source(w);
+                struct slot_token token = worker_token(w, source);
                 enum slot_take_result r;
 
                 shm_lock(&w->shm);
-                r = slot_take(&w->shm, now, &call->job, &token_wait);
+                r = slot_take_token(&w->shm, &token, now, &call->job, &token_wait);
                 if (r == SLOT_TAKE_OK || r == SLOT_TAKE_EXPIRED)
                         worker_record(w, (unsigned)(call - w->api.calls), &call->job);
                 shm_unlock(&w->shm);
+                worker_token_spent(w, &token);
                 if (r == SLOT_TAKE_OK && now > call->job.pending_since_ns)
                         histogram_record(&w->shm.header->queue_wait,
                                          (now - call->job.pending_since_ns) / 1000);
@@ -219,9 +303,7 @@ static void worker_fill(struct worker_state *w, uint64_t *wait_ns)
                 if (r == SLOT_TAKE_EMPTY)
                         return;
                 if (r == SLOT_TAKE_NO_TOKEN) {
-                        /* The jitter spreads the workers that wait for the same token. */
-                        worker_lower_wait(wait_ns,
-                                          token_wait + (uint64_t)random() % WORKER_JITTER_NS);
+                        worker_wait_token(w, source, &token, now, token_wait, wait_ns);
                         return;
                 }
                 call->busy = 1;
@@ -240,6 +322,8 @@ static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
         for (unsigned i = 0; i < w->conf.max_inflight; i++) {
                 struct api_call *call = &w->api.calls[i];
                 uint64_t now = shm_now_ns(), token_wait = 0;
+                enum worker_source source = worker_source(w);
+                struct slot_token token;
                 enum slot_take_result r;
 
                 if (!call->busy || call->running || call->retry_at_ns == 0)
@@ -248,9 +332,11 @@ static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
                         worker_lower_wait(wait_ns, call->retry_at_ns - now);
                         continue;
                 }
+                token = worker_token(w, source);
                 shm_lock(&w->shm);
-                r = slot_retry(&w->shm, now, &call->job, &token_wait);
+                r = slot_retry_token(&w->shm, &token, now, &call->job, &token_wait);
                 shm_unlock(&w->shm);
+                worker_token_spent(w, &token);
                 if (r == SLOT_TAKE_STALE) {
                         log_debug("slot %u seq %" PRIu64
                                   ": retry dropped, a newer query replaced it",
@@ -258,6 +344,9 @@ static void worker_retry_due(struct worker_state *w, uint64_t *wait_ns)
                         worker_release(w, call);
                 } else if (r == SLOT_TAKE_EXPIRED) {
                         worker_reply_expired(w, call, 0);
+                } else if (r == SLOT_TAKE_NO_TOKEN && token.bucket == NULL) {
+                        /* Stays due: it goes as soon as Redis grants a token, or expires. */
+                        worker_wait_token(w, source, &token, now, token_wait, wait_ns);
                 } else if (r == SLOT_TAKE_NO_TOKEN) {
                         call->retry_at_ns =
                             now + token_wait + (uint64_t)random() % WORKER_JITTER_NS;
@@ -276,8 +365,11 @@ static void worker_pause(struct worker_state *w, uint64_t delay_ns, long http_st
         uint64_t now = shm_now_ns();
         int extended;
 
+        if (w->conf.rate_limit_backend == CONF_RATE_REDIS)
+                rlimit_pause(&w->rl, (delay_ns + 999999) / 1000000);
         shm_lock(&w->shm);
         extended = bucket_pause(&w->shm.header->bucket, now + delay_ns);
+        bucket_pause(&w->shm.header->redis.fallback, now + delay_ns);
         shm_unlock(&w->shm);
         if (!extended)
                 return;
@@ -420,6 +512,80 @@ static int worker_busy(const struct worker_state *w)
         return 0;
 }
 
+/* Starts redis_fallback = local_share's bucket empty, at this host's share of the rate. */
+static void worker_fallback_init(struct worker_state *w, uint64_t now)
+{
+        struct shm_header *h = w->shm.header;
+        uint64_t rate = w->conf.rate_milli / w->conf.expected_hosts;
+        uint32_t burst = w->conf.burst / w->conf.expected_hosts;
+
+        bucket_init(&h->redis.fallback, rate > 0 ? rate : 1, burst > 0 ? burst : 1, now);
+        h->redis.fallback.tokens = 0;
+        /* A pause that the API requested applies to the fallback too. */
+        if (h->bucket.last_refill_ns > now)
+                h->redis.fallback.last_refill_ns = h->bucket.last_refill_ns;
+}
+
+/* Sets the host's Redis state to DOWN; the worker that changes it logs the switch. */
+static void worker_redis_switch(struct worker_state *w, uint32_t down)
+{
+        struct shm_header *h = w->shm.header;
+        uint64_t now = shm_now_ns();
+        char url[512];
+        int switched = 0;
+
+        if (atomic_load_explicit(&h->redis.down, memory_order_relaxed) == down)
+                return;
+        /* Under the lock, so that a worker that reads down finds the fallback bucket ready. */
+        shm_lock(&w->shm);
+        if (atomic_load_explicit(&h->redis.down, memory_order_relaxed) != down) {
+                if (down && w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE)
+                        worker_fallback_init(w, now);
+                atomic_store_explicit(&h->redis.down, down, memory_order_relaxed);
+                switched = 1;
+        }
+        shm_unlock(&w->shm);
+        if (!switched)
+                return;
+        atomic_fetch_add_explicit(&h->redis.switches, 1, memory_order_relaxed);
+        rlimit_url(&w->conf, url, sizeof(url));
+        if (!down)
+                log_info("Redis at %s replies again; API calls share its rate limit", url);
+        else if (w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE)
+                log_warn("Redis at %s is unavailable (%s); until it is back this host spends "
+                         "rate / expected_hosts = %.3f calls per second on its own",
+                         url, w->rl.error,
+                         (double)(w->conf.rate_milli / w->conf.expected_hosts) / 1000);
+        else
+                log_warn("Redis at %s is unavailable (%s); until it is back no API call is made "
+                         "and queries get overloaded after max_wait_ms",
+                         url, w->rl.error);
+}
+
+/* Reports what the connection to Redis saw since the last call to the host's state. */
+static void worker_redis_event(struct worker_state *w)
+{
+        enum rlimit_event event = w->rl.event;
+
+        w->rl.event = RLIMIT_EVENT_NONE;
+        if (event == RLIMIT_EVENT_DOWN) {
+                atomic_fetch_add_explicit(&w->shm.header->redis.errors, 1, memory_order_relaxed);
+                log_debug("Redis: %s", w->rl.error);
+                worker_redis_switch(w, 1);
+        } else if (event == RLIMIT_EVENT_UP) {
+                worker_redis_switch(w, 0);
+        }
+}
+
+/* Returns 1 if a reload changed how this worker reaches Redis. */
+static int worker_redis_changed(const struct conf *a, const struct conf *b)
+{
+        return strcmp(a->redis_url, b->redis_url) != 0 ||
+               strcmp(a->redis_key_prefix, b->redis_key_prefix) != 0 ||
+               a->redis_timeout_ms != b->redis_timeout_ms ||
+               a->rate_limit_backend != b->rate_limit_backend;
+}
+
 /* Switches to a reloaded configuration once the calls made under the old one are done. */
 static void worker_apply_conf(struct worker_state *w)
 {
@@ -427,7 +593,19 @@ static void worker_apply_conf(struct worker_state *w)
                 return;
         w->next_conf_pending = 0;
         api_free(&w->api);
+        if (worker_redis_changed(&w->conf, &w->next_conf))
+                rlimit_close(&w->rl);
         w->conf = w->next_conf;
+        if (atomic_load_explicit(&w->shm.header->redis.down, memory_order_relaxed) &&
+            w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE) {
+                uint64_t rate = w->conf.rate_milli / w->conf.expected_hosts;
+                uint32_t burst = w->conf.burst / w->conf.expected_hosts;
+
+                shm_lock(&w->shm);
+                bucket_reconfigure(&w->shm.header->redis.fallback, rate > 0 ? rate : 1,
+                                   burst > 0 ? burst : 1, shm_now_ns());
+                shm_unlock(&w->shm);
+        }
         log_level = w->conf.log_level;
         if (api_init(&w->api, &w->conf) < 0)
                 log_fatal("cannot set up libcurl with the reloaded configuration");
@@ -437,20 +615,28 @@ static void worker_apply_conf(struct worker_state *w)
                  w->conf.api_timeout_ms, w->conf.max_inflight, log_level_name(log_level));
 }
 
-/* Waits up to WAIT_NS for curl's sockets, curl's timers or a wake from the daemon. */
+/*
+ * Waits up to WAIT_NS for curl's sockets, curl's timers, a wake from the daemon or the
+ * connection to Redis.
+ */
 static void worker_poll(struct worker_state *w, uint64_t wait_ns)
 {
-        struct curl_waitfd wake = {.fd = w->fd, .events = CURL_WAIT_POLLIN};
+        struct curl_waitfd fds[2] = {{.fd = w->fd, .events = CURL_WAIT_POLLIN}};
         uint64_t wait_ms = (wait_ns + 999999) / 1000000;
+        unsigned count = 1;
         CURLMcode mc;
         int ready;
 
+        if (w->conf.rate_limit_backend == CONF_RATE_REDIS)
+                count += (unsigned)rlimit_waitfd(&w->rl, &fds[1]);
         if (wait_ms > WORKER_MAX_POLL_MS)
                 wait_ms = WORKER_MAX_POLL_MS;
-        mc = curl_multi_poll(w->api.multi, &wake, 1, (int)wait_ms, &ready);
+        mc = curl_multi_poll(w->api.multi, fds, count, (int)wait_ms, &ready);
         if (mc != CURLM_OK)
                 log_fatal("curl_multi_poll failed: %s", curl_multi_strerror(mc));
-        if (wake.revents != 0)
+        if (count > 1 && fds[1].revents != 0)
+                rlimit_handle(&w->rl, fds[1].revents);
+        if (fds[0].revents != 0)
                 worker_drain_socket(w);
 }
 
@@ -477,11 +663,17 @@ static void worker_run(struct worker_state *w)
                 uint64_t wait_ns = (uint64_t)WORKER_MAX_POLL_MS * 1000000ULL;
 
                 worker_apply_conf(w);
+                if (w->conf.rate_limit_backend == CONF_RATE_REDIS) {
+                        rlimit_tick(&w->rl, shm_now_ns(), &wait_ns);
+                        worker_redis_event(w);
+                }
                 worker_retry_due(w, &wait_ns);
                 /* While a reload waits for the running calls, no new call starts. */
                 if (!w->next_conf_pending)
                         worker_fill(w, &wait_ns);
+                worker_token_drop(w);
                 worker_poll(w, wait_ns);
+                worker_redis_event(w);
                 worker_collect(w);
         }
 }
@@ -549,6 +741,7 @@ int main(int argc, char **argv)
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || api_init(&w.api, &w.conf) < 0)
                 log_fatal("cannot set up libcurl");
         signal(SIGPIPE, SIG_IGN);
+        rlimit_init(&w.rl, &w.conf);
         log_debug("ready");
 
         worker_run(&w);
