@@ -100,6 +100,21 @@ static void ctl_print_latency(json_object *reply, const char *label, const char 
                ctl_double(l, "max_ms"));
 }
 
+static void ctl_print_shared_cache(json_object *r)
+{
+        const char *state = ctl_string(r, "shared_cache.state");
+
+        if (strcmp(state, "off") == 0) {
+                printf("shared    off\n");
+                return;
+        }
+        printf("shared    Redis %s, %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+               " errors, %" PRIu64 " bad values, %" PRIu64 " skipped, %" PRIu64 " stored\n",
+               state, ctl_u64(r, "shared_cache.hits"), ctl_u64(r, "shared_cache.misses"),
+               ctl_u64(r, "shared_cache.errors"), ctl_u64(r, "shared_cache.bad_values"),
+               ctl_u64(r, "shared_cache.skipped"), ctl_u64(r, "shared_cache.stored"));
+}
+
 static void ctl_print_status(json_object *r)
 {
         char uptime[32];
@@ -135,6 +150,7 @@ static void ctl_print_status(json_object *r)
                 printf("paused for %" PRIu64 " ms after a 429\n", pause_ms);
         else
                 printf("not paused\n");
+        ctl_print_shared_cache(r);
         printf("latency (ms)              count       p50       p90       p99       max\n");
         ctl_print_latency(r, "queue wait", "queue_wait");
         ctl_print_latency(r, "API call", "api");

@@ -14,6 +14,7 @@
 
 #include "conf.h"
 #include "limit.h"
+#include "rcache.h"
 #include "shm.h"
 #include "ws.h"
 
@@ -116,6 +117,7 @@ struct stats {
         uint64_t pause_left_ms; /* until API calls may start again after a 429 */
         uint32_t fifo_depth;    /* slots waiting for an API call */
         struct stats_latency queue_wait, api_time, keystroke;
+        struct rcache_stats shared_cache;
 };
 
 extern struct daemon daemon_state;
