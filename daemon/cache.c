@@ -571,13 +571,13 @@ static void cache_answer_shared(const struct cache_member *m, const char *result
 {
         struct client *client = cache_member_client(m);
         size_t text_len = 0;
+        char *text;
 
         if (client == NULL)
                 return;
-        cache_send_member(client, m,
-                          reply_cached_results(m->seq, m->query, m->query_len, results_text,
-                                               results_len, &text_len),
-                          text_len);
+        text = reply_cached_results(m->seq, m->query, m->query_len, results_text, results_len,
+                                    &text_len);
+        cache_send_member(client, m, text, text_len);
 }
 
 /*
