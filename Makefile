@@ -191,10 +191,12 @@ bench: deps
 	loadgen/bench.sh $(B)
 	@$(MAKE) --no-print-directory bench-cache
 
-# Plays a recorded typing trace of 20 clients with and without the cache and prints the API
-# calls per reply; it takes about 10 seconds.
+# Plays a recorded typing trace of 20 clients with and without the cache, then over two
+# instances with and without the shared cache, and prints the API calls per reply; it takes
+# about 20 seconds.
 bench-cache: $(PROGRAMS) $(B)/check_incsearchd
 	INCSEARCHD_BUILD=$(abspath $(B)) CK_RUN_SUITE=sched CK_RUN_CASE=trace $(B)/check_incsearchd
+	INCSEARCHD_BUILD=$(abspath $(B)) CK_RUN_SUITE=rcache CK_RUN_CASE=trace $(B)/check_incsearchd
 
 # PREFIX and DESTDIR as usual; the unit and the sysusers.d file go where systemd reads them
 # whatever PREFIX is. The config is installed only when none is there, mode 0600 and, outside

@@ -458,8 +458,8 @@ static void cache_answer_hit(struct client *client, int64_t seq, const char *que
 
 /*
  * Asks the shared cache for F's query before any API call. Returns 1 when the GET went out,
- * after dropping CLIENT's older query if still queued, since the newest query wins; or 0 when
- * the caller must queue query SEQ now.
+ * after dropping CLIENT's older query if still queued, because the newest query wins. Returns
+ * 0 when the caller must queue query SEQ now.
  */
 static int cache_ask_shared(struct cache_flight *f, struct client *client, int64_t seq)
 {

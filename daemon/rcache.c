@@ -117,23 +117,23 @@ static void rcache_schedule_retry(void)
             rcache.retry_ms * 2 > RCACHE_RETRY_MAX_MS ? RCACHE_RETRY_MAX_MS : rcache.retry_ms * 2;
 }
 
-/* Records that Redis cannot be used for WHY, logging it once per outage, and plans a retry. */
-static void rcache_went_down(const char *why)
+/* Records that Redis cannot be used for REASON, logging it once per outage, and plans a retry. */
+static void rcache_went_down(const char *reason)
 {
         if (!rcache.down_logged)
                 log_warn("shared cache: Redis at %s is unavailable (%s); queries go to the API "
                          "until it is back, reconnecting every %u ms at most",
-                         rcache.where, why, RCACHE_RETRY_MAX_MS);
+                         rcache.where, reason, RCACHE_RETRY_MAX_MS);
         else
-                log_debug("shared cache: Redis at %s still unavailable (%s)", rcache.where, why);
+                log_debug("shared cache: Redis at %s still unavailable (%s)", rcache.where, reason);
         rcache.down_logged = 1;
         rcache.state = RCACHE_DOWN;
         rcache_schedule_retry();
 }
 
 /*
- * Drops the connection. hiredis calls back every command still pending with no reply, so
- * every lookup ends as an error; the callbacks run later when this runs inside one of them.
+ * Drops the connection. hiredis calls back every pending command with no reply, so every
+ * lookup ends as an error. Inside a hiredis callback those calls come after it returns.
  */
 static void rcache_disconnect(void)
 {
@@ -145,10 +145,10 @@ static void rcache_disconnect(void)
         redisAsyncFree(ac);
 }
 
-static void rcache_fail(const char *why)
+static void rcache_fail(const char *reason)
 {
         rcache_disconnect();
-        rcache_went_down(why);
+        rcache_went_down(reason);
 }
 
 static void rcache_connect_cb(const redisAsyncContext *ac, int status)
@@ -206,7 +206,7 @@ static void rcache_arm_deadline(void)
  */
 static void rcache_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
-        char why[64];
+        char reason[64];
 
         (void)fd;
         (void)what;
@@ -217,12 +217,12 @@ static void rcache_deadline_cb(evutil_socket_t fd, short what, void *arg)
                 rcache_arm_deadline();
                 return;
         }
-        snprintf(why, sizeof(why), "no reply within redis_timeout_ms, %u ms",
+        snprintf(reason, sizeof(reason), "no reply within redis_timeout_ms, %u ms",
                  daemon_state.conf.redis_timeout_ms);
-        rcache_fail(why);
+        rcache_fail(reason);
 }
 
-static void rcache_log_bad_value(const struct rcache_lookup *l, const char *what)
+static void rcache_log_bad_value(const struct rcache_lookup *l, const char *problem)
 {
         char key[256];
 
@@ -230,10 +230,10 @@ static void rcache_log_bad_value(const struct rcache_lookup *l, const char *what
         log_limited(&rcache.bad_value_limit, LOG_LEVEL_WARN,
                     "shared cache: the value of Redis key %s" RCACHE_KEY_INFIX
                     "%s %s; ignoring it and calling the API",
-                    daemon_state.conf.redis_key_prefix, key, what);
+                    daemon_state.conf.redis_key_prefix, key, problem);
 }
 
-/* Returns what is wrong with a GET reply that holds a value, or NULL with the value in *RESULTS. */
+/* Returns what is wrong with the value in a GET reply, or NULL with the value in *RESULTS. */
 static const char *rcache_parse_value(const redisReply *reply, json_object **results)
 {
         if (reply->type != REDIS_REPLY_STRING)
@@ -246,7 +246,8 @@ static const char *rcache_parse_value(const redisReply *reply, json_object **res
         return NULL;
 }
 
-/* Checks a GET reply and returns the results in it, or NULL after counting why there are none. */
+/* Checks a GET reply and returns the results in it, or NULL after counting reason there are none.
+ */
 static json_object *rcache_check_value(const struct rcache_lookup *l, const redisReply *reply)
 {
         json_object *results = NULL;
@@ -278,12 +279,13 @@ static json_object *rcache_check_value(const struct rcache_lookup *l, const redi
 
 static void rcache_handshake_reply(redisAsyncContext *ac, const redisReply *reply)
 {
-        char why[256];
+        char reason[256];
 
         if (reply == NULL || reply->type != REDIS_REPLY_ERROR || ac != rcache.ctx)
                 return;
-        snprintf(why, sizeof(why), "it rejected AUTH or SELECT: %s; check redis_url", reply->str);
-        rcache_fail(why);
+        snprintf(reason, sizeof(reason), "it rejected AUTH or SELECT: %s; check redis_url",
+                 reply->str);
+        rcache_fail(reason);
 }
 
 static void rcache_ready_reply(redisAsyncContext *ac, const redisReply *reply)
@@ -398,14 +400,14 @@ static void rcache_handshake(void)
 
 /*
  * Starts a connection. The TCP connect is non-blocking and bounded by the handshake's deadline.
- * TODO: a host name in redis_url is resolved with a blocking getaddrinfo inside hiredis, which
- * stalls the event loop while DNS is slow; an IP address or a Unix socket avoids that.
+ * TODO: hiredis resolves a host name in redis_url with a blocking getaddrinfo, so a slow DNS
+ * stalls the event loop. An IP address or a Unix socket avoids that.
  */
 static void rcache_connect(void)
 {
         const struct conf_redis_addr *a = &rcache.addr;
         redisAsyncContext *ac;
-        char why[256];
+        char reason[256];
 
         rcache.state = RCACHE_CONNECTING;
         ac = a->path[0] != '\0' ? redisAsyncConnectUnix(a->path)
@@ -415,9 +417,9 @@ static void rcache_connect(void)
                 return;
         }
         if (ac->err != 0) {
-                snprintf(why, sizeof(why), "%s", ac->errstr);
+                snprintf(reason, sizeof(reason), "%s", ac->errstr);
                 redisAsyncFree(ac);
-                rcache_went_down(why);
+                rcache_went_down(reason);
                 return;
         }
         if (redisLibeventAttach(ac, daemon_state.base) != REDIS_OK) {

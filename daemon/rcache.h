@@ -1,7 +1,7 @@
 /*
  * The shared result cache: results kept in Redis under redis_key_prefix + "cache:" + the
- * normalized query, so that incsearchd instances on several hosts answer each other's queries
- * without an API call. The daemon holds one asynchronous hiredis connection on its event loop.
+ * normalized query, so that a result one incsearchd instance got from the API serves the other
+ * instances too. The daemon holds one asynchronous hiredis connection on its event loop.
  *
  * Redis is an optimization here, never a dependency: a GET that fails, finds a bad value or
  * gets no reply within redis_timeout_ms counts as a miss, and while Redis is down no query waits
@@ -34,7 +34,7 @@ struct rcache_stats {
 /* Connects when [cache] shared = redis. Returns 0, or -1 when out of memory. */
 int rcache_init(void);
 
-/* Answers every lookup still pending with a miss, without calling back, and disconnects. */
+/* Disconnects, and drops every pending lookup without calling it back. */
 void rcache_free(void);
 
 /* Applies a reloaded configuration: connects, reconnects to a new address, or disconnects. */

@@ -29,6 +29,14 @@ static void rcache_teardown(void)
         harness_redis_free(&redis);
 }
 
+static long long rcache_now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void rcache_sleep_ms(long ms)
 {
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -36,14 +44,20 @@ static void rcache_sleep_ms(long ms)
         nanosleep(&ts, NULL);
 }
 
-/* Starts H with the shared cache on, using the demo API of SHARED_API when that is not NULL. */
-static void rcache_start(struct harness *h, const struct harness *shared_api,
-                         const char *timeout_ms, const char *shared)
+/*
+ * Starts H with [cache] shared = SHARED and redis_timeout_ms = TIMEOUT_MS, using the demo API
+ * of SHARED_API when that is not NULL. RATES, when not NULL, gives the rates and bursts.
+ */
+static void rcache_start_with(struct harness *h, const struct harness *shared_api,
+                              const char *timeout_ms, const char *shared,
+                              const struct harness_options *rates)
 {
         static char api[2][256], sections[2][256];
         int i = h == &one ? 0 : 1;
         struct harness_options o = {0};
 
+        if (rates != NULL)
+                o = *rates;
         snprintf(api[i], sizeof(api[i]), "redis_url = %s\nredis_timeout_ms = %s\n", redis.url,
                  timeout_ms);
         snprintf(sections[i], sizeof(sections[i]), "[cache]\nshared = %s\nshared_ttl_ms = %d\n",
@@ -53,6 +67,12 @@ static void rcache_start(struct harness *h, const struct harness *shared_api,
         o.extra_server = "max_result_bytes = 4096\n";
         o.shared_api = shared_api;
         harness_start(h, &o);
+}
+
+static void rcache_start(struct harness *h, const struct harness *shared_api,
+                         const char *timeout_ms, const char *shared)
+{
+        rcache_start_with(h, shared_api, timeout_ms, shared, NULL);
 }
 
 /* Returns the value of the metric line that starts with NAME and a space, or -1. */
@@ -493,10 +513,123 @@ START_TEST(rcache_reload_turns_on)
 }
 END_TEST
 
+enum { RCACHE_TRACE_CLIENTS = 20 };
+
+/*
+ * The typing trace of the sched suite's trace case, with the clients split over two
+ * instances: client i types rcache_trace_words[i % 8] on instance i / 8 % 2, so that every
+ * word is typed on both, one key every 40 ms, and the clients start 15 ms apart.
+ */
+static const char *const rcache_trace_words[] = {"switzerland", "germany", "norway", "japan",
+                                                 "brazil",      "canada",  "sweden", "spain"};
+
+struct rcache_typist {
+        int fd;
+        long long sent, received, replies;
+};
+
+static void rcache_typist_read(struct rcache_typist *t, int timeout_ms)
+{
+        json_object *obj;
+
+        while ((obj = rcache_next(t->fd, timeout_ms)) != NULL) {
+                long long seq = harness_json_int(obj, "seq");
+
+                ck_assert_msg(seq > t->received, "result for seq %lld after seq %lld", seq,
+                              t->received);
+                t->received = seq;
+                t->replies++;
+                json_object_put(obj);
+                timeout_ms = 0;
+        }
+}
+
+/*
+ * Plays the trace against two fresh instances with [cache] shared = SHARED. Returns the API
+ * calls and stores in *DELIVERED the replies the clients received.
+ */
+static long long rcache_play_trace(const char *shared, long long *delivered)
+{
+        /* The two instances together stay under the demo API's limit. */
+        struct harness_options rates = {
+            .api_rate = "200", .api_burst = "50", .rate = "75", .burst = "20"};
+        struct rcache_typist typists[RCACHE_TRACE_CLIENTS] = {0};
+        long long start, calls;
+        size_t done = 0;
+
+        rcache_start_with(&one, NULL, "1000", shared, &rates);
+        rcache_start_with(&two, &one, "1000", shared, &rates);
+        if (strcmp(shared, "redis") == 0) {
+                rcache_expect_up(&one);
+                rcache_expect_up(&two);
+        }
+        for (int i = 0; i < RCACHE_TRACE_CLIENTS; i++)
+                typists[i].fd = rcache_connect(i / 8 % 2 == 0 ? &one : &two);
+        start = rcache_now_ms();
+        while (done < RCACHE_TRACE_CLIENTS) {
+                long long now = rcache_now_ms() - start;
+
+                done = 0;
+                for (int i = 0; i < RCACHE_TRACE_CLIENTS; i++) {
+                        struct rcache_typist *t = &typists[i];
+                        const char *word = rcache_trace_words[i % 8];
+                        long long keys = (now - 15 * i) / 40 + 1;
+                        char text[64];
+
+                        if (t->sent >= (long long)strlen(word)) {
+                                done++;
+                        } else if (keys > t->sent) {
+                                snprintf(text, sizeof(text), "%.*s", (int)(t->sent + 1), word);
+                                rcache_send(t->fd, text, ++t->sent);
+                        }
+                        rcache_typist_read(t, 0);
+                }
+                rcache_sleep_ms(5);
+        }
+        *delivered = 0;
+        for (int i = 0; i < RCACHE_TRACE_CLIENTS; i++) {
+                struct rcache_typist *t = &typists[i];
+
+                for (int waited = 0; t->received < t->sent && waited < 10000; waited += 100)
+                        rcache_typist_read(t, 100);
+                ck_assert_msg(t->received == t->sent, "client %d: last seq %lld unanswered", i,
+                              t->sent);
+                *delivered += t->replies;
+                close(t->fd);
+        }
+        calls = harness_api_stat(&one, "requests");
+        ck_assert_int_eq(harness_api_stat(&one, "violations"), 0);
+        harness_stop_all(&two);
+        harness_stop_all(&one);
+        return calls;
+}
+
+/* The trace over two instances with and without the shared cache; `make bench-cache` prints it. */
+START_TEST(rcache_trace_two_instances)
+{
+        long long local, shared, delivered_local, delivered_shared;
+        size_t keys = 0;
+
+        for (int i = 0; i < RCACHE_TRACE_CLIENTS; i++)
+                keys += strlen(rcache_trace_words[i % 8]);
+        harness_redis_start(&redis);
+        local = rcache_play_trace("off", &delivered_local);
+        shared = rcache_play_trace("redis", &delivered_shared);
+        printf("typing trace over two instances, %d clients, %zu keystrokes:\n"
+               "  local caches only: %lld API calls, %lld replies, %.2f calls per reply\n"
+               "  with the shared cache: %lld API calls, %lld replies, %.2f calls per reply\n",
+               RCACHE_TRACE_CLIENTS, keys, local, delivered_local,
+               (double)local / (double)delivered_local, shared, delivered_shared,
+               (double)shared / (double)delivered_shared);
+        ck_assert_int_lt(shared, local);
+}
+END_TEST
+
 Suite *rcache_suite(void)
 {
         Suite *s = suite_create("rcache");
         TCase *shared = tcase_create("shared");
+        TCase *trace = tcase_create("trace");
 
         tcase_add_checked_fixture(shared, NULL, rcache_teardown);
         tcase_set_timeout(shared, 60);
@@ -507,5 +640,10 @@ Suite *rcache_suite(void)
         tcase_add_test(shared, rcache_deadline_falls_back);
         tcase_add_test(shared, rcache_reload_turns_on);
         suite_add_tcase(s, shared);
+
+        tcase_add_checked_fixture(trace, NULL, rcache_teardown);
+        tcase_set_timeout(trace, 90);
+        tcase_add_test(trace, rcache_trace_two_instances);
+        suite_add_tcase(s, trace);
         return s;
 }
