@@ -186,17 +186,18 @@ static void rcache_unlink(struct rcache_lookup *l)
 
 static void rcache_arm_deadline(void)
 {
-        uint64_t now = shm_now_ns(), due;
+        uint64_t now = shm_now_ns(), due_us;
         struct timeval wait;
 
         if (rcache.pending_head == NULL) {
                 event_del(rcache.deadline);
                 return;
         }
-        due = rcache.pending_head->deadline_ns;
-        due = due > now ? due - now : 0;
-        wait.tv_sec = (time_t)(due / 1000000000ULL);
-        wait.tv_usec = (suseconds_t)(due % 1000000000ULL / 1000 + 1);
+        due_us = rcache.pending_head->deadline_ns > now
+                     ? (rcache.pending_head->deadline_ns - now) / 1000 + 1
+                     : 0;
+        wait.tv_sec = (time_t)(due_us / 1000000);
+        wait.tv_usec = (suseconds_t)(due_us % 1000000);
         event_add(rcache.deadline, &wait);
 }
 
@@ -246,8 +247,7 @@ static const char *rcache_parse_value(const redisReply *reply, json_object **res
         return NULL;
 }
 
-/* Checks a GET reply and returns the results in it, or NULL after counting reason there are none.
- */
+/* Checks a GET reply and returns the results in it, or NULL after counting the outcome. */
 static json_object *rcache_check_value(const struct rcache_lookup *l, const redisReply *reply)
 {
         json_object *results = NULL;
@@ -257,14 +257,16 @@ static json_object *rcache_check_value(const struct rcache_lookup *l, const redi
                 rcache.counters.errors++;
                 return NULL;
         }
-        if (reply->type == REDIS_REPLY_NIL) {
+        /* GETRANGE returns an empty string for a missing key, a value never stored. */
+        if (reply->type == REDIS_REPLY_NIL ||
+            (reply->type == REDIS_REPLY_STRING && reply->len == 0)) {
                 rcache.counters.misses++;
                 return NULL;
         }
         if (reply->type == REDIS_REPLY_ERROR) {
                 rcache.counters.errors++;
                 log_limited(&rcache.error_limit, LOG_LEVEL_WARN,
-                            "shared cache: Redis GET failed: %s", reply->str);
+                            "shared cache: Redis GETRANGE failed: %s", reply->str);
                 return NULL;
         }
         problem = rcache_parse_value(reply, &results);
@@ -510,16 +512,24 @@ static int rcache_usable(int count)
         return 0;
 }
 
+/*
+ * Reads at most max_result_bytes + 1 bytes with GETRANGE rather than GET, so that a huge value
+ * planted in Redis is never read whole into the daemon's memory.
+ */
 struct rcache_lookup *rcache_get(const char *key, size_t key_len, rcache_done_fn *done, void *arg)
 {
-        const char *argv[2] = {"GET", rcache.key};
-        size_t lens[2] = {3, 0};
+        const char *argv[4] = {"GETRANGE", rcache.key, "0", NULL};
+        size_t lens[4] = {8, 0, 1, 0};
         struct rcache_lookup *l;
+        char end[16];
 
         if (!rcache_usable(1))
                 return NULL;
+        snprintf(end, sizeof(end), "%u", daemon_state.conf.max_result_bytes);
+        argv[3] = end;
+        lens[3] = strlen(end);
         lens[1] = rcache_full_key(key, key_len);
-        l = rcache_send(RCACHE_GET, 2, argv, lens, key, key_len);
+        l = rcache_send(RCACHE_GET, 4, argv, lens, key, key_len);
         if (l == NULL) {
                 rcache.counters.errors++;
                 return NULL;
