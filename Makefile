@@ -49,7 +49,7 @@ DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
 	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o $(B)/daemon/page.o \
 	 $(B)/daemon/stats.o $(B)/daemon/metrics.o $(B)/daemon/control.o $(B)/daemon/reload.o \
-	 $(B)/daemon/notify.o
+	 $(B)/daemon/notify.o $(B)/daemon/rcache.o
 CTL = $(B)/ctl/incsearchctl.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o $(B)/worker/rlimit.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
@@ -62,7 +62,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
 	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o \
 	$(B)/tests/check_query.o $(B)/tests/check_ops.o $(B)/tests/check_nginx.o \
-	$(B)/tests/check_redis.o
+	$(B)/tests/check_redis.o $(B)/tests/check_rcache.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 
@@ -205,10 +205,12 @@ bench: deps
 	loadgen/bench.sh $(B)
 	@$(MAKE) --no-print-directory bench-cache
 
-# Plays a recorded typing trace of 20 clients with and without the cache and prints the API
-# calls per reply; it takes about 10 seconds.
+# Plays a recorded typing trace of 20 clients with and without the cache, then over two
+# instances with and without the shared cache, and prints the API calls per reply; it takes
+# about 20 seconds.
 bench-cache: $(PROGRAMS) $(B)/check_incsearchd
 	INCSEARCHD_BUILD=$(abspath $(B)) CK_RUN_SUITE=sched CK_RUN_CASE=trace $(B)/check_incsearchd
+	INCSEARCHD_BUILD=$(abspath $(B)) CK_RUN_SUITE=rcache CK_RUN_CASE=trace $(B)/check_incsearchd
 
 # PREFIX and DESTDIR as usual; the unit and the sysusers.d file go where systemd reads them
 # whatever PREFIX is. The config is installed only when none is there, mode 0600 and, outside

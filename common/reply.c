@@ -1,8 +1,11 @@
 #include "reply.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "utf8.h"
 
 static char *reply_serialize(json_object *obj, size_t *len)
 {
@@ -91,4 +94,53 @@ char *reply_error(int64_t seq, const char *query, size_t query_len, const char *
         json_object_object_add(obj, "error", json_object_new_string(code));
         json_object_object_add(obj, "message", json_object_new_string(message));
         return reply_serialize(obj, len);
+}
+
+/* Returns 0 if OBJ or anything inside it is a number JSON cannot represent. */
+static int reply_json_finite(json_object *obj)
+{
+        switch (json_object_get_type(obj)) {
+        case json_type_double:
+                return isfinite(json_object_get_double(obj));
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(obj); i++) {
+                        if (!reply_json_finite(json_object_array_get_idx(obj, i)))
+                                return 0;
+                }
+                return 1;
+        case json_type_object: {
+                json_object_object_foreach(obj, key, value)
+                {
+                        (void)key;
+                        if (!reply_json_finite(value))
+                                return 0;
+                }
+                return 1;
+        }
+        default:
+                return 1;
+        }
+}
+
+json_object *reply_json_parse(const char *text, size_t len)
+{
+        struct json_tokener *tok = json_tokener_new_ex(REPLY_MAX_DEPTH);
+        json_object *parsed;
+
+        /* json-c's own UTF-8 check lets overlong forms and surrogates through. */
+        if (tok == NULL || len > INT32_MAX ||
+            utf8_feed(UTF8_ACCEPT, (const uint8_t *)text, len) != UTF8_ACCEPT) {
+                json_tokener_free(tok);
+                return NULL;
+        }
+        /* Strict mode rejects comments and trailing bytes other than whitespace. */
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        parsed = json_tokener_parse_ex(tok, text, (int)len);
+        if (parsed != NULL &&
+            (json_tokener_get_parse_end(tok) != len || !reply_json_finite(parsed))) {
+                json_object_put(parsed);
+                parsed = NULL;
+        }
+        json_tokener_free(tok);
+        return parsed;
 }

@@ -38,4 +38,11 @@ char *reply_cached_results(int64_t seq, const char *query, size_t query_len, con
 char *reply_error(int64_t seq, const char *query, size_t query_len, const char *code,
                   const char *message, size_t *len);
 
+/*
+ * Parses TEXT if it is one JSON value that a browser's JSON.parse accepts: strict syntax, valid
+ * UTF-8, nesting up to REPLY_MAX_DEPTH, and no NaN or infinite numbers. Returns the value, which
+ * the caller puts, or NULL when TEXT is not such a value or is the literal null.
+ */
+json_object *reply_json_parse(const char *text, size_t len);
+
 #endif

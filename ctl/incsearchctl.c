@@ -112,6 +112,19 @@ static void ctl_print_redis(json_object *r)
                json_object_get_boolean(ctl_get(r, "redis.fallback_active")) ? " (active)" : "",
                ctl_u64(r, "redis.tokens_granted"), ctl_u64(r, "redis.tokens_dropped"),
                ctl_u64(r, "redis.errors"), ctl_u64(r, "redis.switches"));
+static void ctl_print_shared_cache(json_object *r)
+{
+        const char *state = ctl_string(r, "shared_cache.state");
+
+        if (strcmp(state, "off") == 0) {
+                printf("shared    off\n");
+                return;
+        }
+        printf("shared    Redis %s, %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+               " errors, %" PRIu64 " bad values, %" PRIu64 " skipped, %" PRIu64 " stored\n",
+               state, ctl_u64(r, "shared_cache.hits"), ctl_u64(r, "shared_cache.misses"),
+               ctl_u64(r, "shared_cache.errors"), ctl_u64(r, "shared_cache.bad_values"),
+               ctl_u64(r, "shared_cache.skipped"), ctl_u64(r, "shared_cache.stored"));
 }
 
 static void ctl_print_status(json_object *r)
@@ -151,6 +164,7 @@ static void ctl_print_status(json_object *r)
                 printf("not paused\n");
         if (ctl_get(r, "redis") != NULL)
                 ctl_print_redis(r);
+        ctl_print_shared_cache(r);
         printf("latency (ms)              count       p50       p90       p99       max\n");
         ctl_print_latency(r, "queue wait", "queue_wait");
         ctl_print_latency(r, "API call", "api");

@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "log.h"
+#include "rcache.h"
 #include "reply.h"
 #include "slot.h"
 
@@ -44,6 +45,7 @@ struct cache_flight {
         struct cache_flight *all_prev, *all_next;
         struct cache_member *leader; /* whose slot carries the query */
         struct cache_member *waiters;
+        struct rcache_lookup *lookup; /* the shared cache's GET, NULL when none is under way */
         size_t key_len;
         char key[];
 };
@@ -304,6 +306,8 @@ static void cache_destroy_flight(struct cache_flight *f)
                 cache.all = f->all_next;
         if (f->all_next != NULL)
                 f->all_next->all_prev = f->all_prev;
+        if (f->lookup != NULL)
+                rcache_cancel(f->lookup);
         if (f->leader != NULL)
                 cache_clear_member(f->leader);
         while (f->waiters != NULL) {
@@ -332,7 +336,10 @@ static void cache_queue_leader(struct cache_flight *f, struct cache_member *w)
                   w->seq);
 }
 
-/* Gives a flight whose leader left to its first waiter still connected, or ends it. */
+/*
+ * Gives a flight whose leader left to its first waiter still connected, or ends it. While the
+ * shared cache's GET is under way, the new leader's query is queued only if that misses.
+ */
 static void cache_promote(struct cache_flight *f)
 {
         f->leader = NULL;
@@ -343,7 +350,10 @@ static void cache_promote(struct cache_flight *f)
                 f->waiters = w->next;
                 w->next = NULL;
                 if (cache_client_current(w->slot, w->generation) && client->last_seq == w->seq) {
-                        cache_queue_leader(f, w);
+                        if (f->lookup != NULL)
+                                f->leader = w;
+                        else
+                                cache_queue_leader(f, w);
                         return;
                 }
                 cache_clear_member(w);
@@ -419,6 +429,8 @@ static void cache_sweep_cb(evutil_socket_t fd, short what, void *arg)
         }
 }
 
+static rcache_done_fn cache_shared_done;
+
 static int cache_set_member(struct cache_member *m, struct client *client, int64_t seq,
                             const char *query, size_t len)
 {
@@ -442,6 +454,27 @@ static void cache_answer_hit(struct client *client, int64_t seq, const char *que
 
         shm_count(&daemon_state.shm, cache_hits);
         client_reply_now(client, seq, text, text_len);
+}
+
+/*
+ * Asks the shared cache for F's query before any API call. Returns 1 when the GET went out,
+ * after dropping CLIENT's older query if still queued, because the newest query wins. Returns
+ * 0 when the caller must queue query SEQ now.
+ */
+static int cache_ask_shared(struct cache_flight *f, struct client *client, int64_t seq)
+{
+        struct daemon *d = &daemon_state;
+
+        f->lookup = rcache_get(f->key, f->key_len, cache_shared_done, f);
+        if (f->lookup == NULL)
+                return 0;
+        daemon_lock();
+        if (slot_supersede(&d->shm, client->slot, (uint64_t)seq))
+                shm_count(&d->shm, superseded);
+        shm_unlock(&d->shm);
+        log_debug("client %llu slot %u: seq %" PRId64 " waits for the shared cache",
+                  (unsigned long long)client->id, client->slot, seq);
+        return 1;
 }
 
 int cache_submit(struct client *client, int64_t seq, const char *query, size_t len)
@@ -479,21 +512,45 @@ int cache_submit(struct client *client, int64_t seq, const char *query, size_t l
         }
         m->flight = f;
         f->leader = m;
-        return 0;
+        return cache_ask_shared(f, client, seq);
+}
+
+/* Returns the client of member M if it still waits for an answer to its query, else NULL. */
+static struct client *cache_member_client(const struct cache_member *m)
+{
+        struct client *client = daemon_state.clients[m->slot];
+
+        if (!cache_client_current(m->slot, m->generation) || client->last_seq != m->seq ||
+            m->seq <= client->last_delivered)
+                return NULL;
+        return client;
+}
+
+/* Sends TEXT (malloc'd, freed here; NULL when building it ran out of memory) as M's answer. */
+static void cache_send_member(struct client *client, const struct cache_member *m, char *text,
+                              size_t text_len)
+{
+        if (text == NULL) {
+                log_warn("client %llu: out of memory building a coalesced reply",
+                         (unsigned long long)client->id);
+                return;
+        }
+        client_send_text(client, text, text_len);
+        free(text);
+        client->last_delivered = m->seq;
+        shm_count(&daemon_state.shm, delivered);
 }
 
 /* Sends the result or error in REPLY to member M under M's own seq and query text. */
 static void cache_answer_member(const struct cache_member *m, json_object *reply)
 {
-        struct daemon *d = &daemon_state;
-        struct client *client = d->clients[m->slot];
+        struct client *client = cache_member_client(m);
         json_object *results, *code, *message;
         const char *results_text;
-        size_t text_len, results_len;
+        size_t text_len = 0, results_len;
         char *text;
 
-        if (!cache_client_current(m->slot, m->generation) || client->last_seq != m->seq ||
-            m->seq <= client->last_delivered)
+        if (client == NULL)
                 return;
         if (json_object_object_get_ex(reply, "results", &results)) {
                 results_text = cache_results_text(results, &results_len);
@@ -505,15 +562,56 @@ static void cache_answer_member(const struct cache_member *m, json_object *reply
                                    json_object_get_string(message), &text_len);
         else
                 return;
-        if (text == NULL) {
-                log_warn("client %llu: out of memory building a coalesced reply",
-                         (unsigned long long)client->id);
+        cache_send_member(client, m, text, text_len);
+}
+
+/* Sends RESULTS_TEXT, results read from the shared cache, to member M as a cached result. */
+static void cache_answer_shared(const struct cache_member *m, const char *results_text,
+                                size_t results_len)
+{
+        struct client *client = cache_member_client(m);
+        size_t text_len = 0;
+        char *text;
+
+        if (client == NULL)
+                return;
+        text = reply_cached_results(m->seq, m->query, m->query_len, results_text, results_len,
+                                    &text_len);
+        cache_send_member(client, m, text, text_len);
+}
+
+/*
+ * Ends flight F's shared-cache GET. A hit answers the flight and fills the local cache, with no
+ * token spent; anything else queues the query of the leader, or of the next waiter if the
+ * leader left.
+ */
+static void cache_shared_done(void *arg, json_object *results)
+{
+        struct cache_flight *f = arg;
+        struct cache_member *leader = f->leader;
+        const char *text;
+        size_t text_len = 0;
+
+        f->lookup = NULL;
+        if (results != NULL) {
+                cache_store(f->key, f->key_len, results);
+                text = cache_results_text(results, &text_len);
+                for (struct cache_member *w = f->waiters; w != NULL; w = w->next)
+                        cache_answer_shared(w, text, text_len);
+                if (leader != NULL) {
+                        shm_count(&daemon_state.shm, cache_hits);
+                        cache_answer_shared(leader, text, text_len);
+                }
+                cache_destroy_flight(f);
                 return;
         }
-        client_send_text(client, text, text_len);
-        free(text);
-        client->last_delivered = m->seq;
-        shm_count(&d->shm, delivered);
+        if (leader != NULL && cache_member_client(leader) != NULL) {
+                cache_queue_leader(f, leader);
+                return;
+        }
+        if (leader != NULL)
+                cache_clear_member(leader);
+        cache_promote(f);
 }
 
 /* Answers a flight's leader with a result its own call did not produce, and drops its call. */
@@ -545,8 +643,13 @@ void cache_result(uint32_t slot, uint32_t generation, uint64_t seq, const char *
         }
         key_len = cache_normalize(json_object_get_string(q), (size_t)json_object_get_string_len(q),
                                   cache.key);
-        if (json_object_object_get_ex(reply, "results", &results))
+        if (json_object_object_get_ex(reply, "results", &results)) {
+                size_t text_len = 0;
+                const char *text = cache_results_text(results, &text_len);
+
                 cache_store(cache.key, key_len, results);
+                rcache_store(cache.key, key_len, text, text_len);
+        }
 
         f = cache_find_flight(cache.key, key_len);
         if (f != NULL) {
@@ -574,7 +677,7 @@ int cache_init(void)
         if (cache.flights == NULL || cache.members == NULL || cache.key == NULL ||
             cache.utf8 == (locale_t)0 || cache.sweep == NULL || event_add(cache.sweep, &every) < 0)
                 return -1;
-        return 0;
+        return rcache_init();
 }
 
 void cache_free(void)
@@ -583,6 +686,7 @@ void cache_free(void)
                 cache_destroy_flight(cache.all);
         while (cache.lru_head != NULL)
                 cache_unlink_entry(cache.lru_head);
+        rcache_free(); /* after the flights, which cancel their lookups */
         if (cache.sweep != NULL)
                 event_free(cache.sweep);
         if (cache.utf8 != (locale_t)0)

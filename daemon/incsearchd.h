@@ -14,6 +14,7 @@
 
 #include "conf.h"
 #include "limit.h"
+#include "rcache.h"
 #include "shm.h"
 #include "ws.h"
 
@@ -122,6 +123,7 @@ struct stats {
         uint32_t redis_down;     /* 1 while the fallback applies */
         uint32_t redis_fallback; /* enum conf_redis_fallback */
         uint64_t redis_errors, redis_switches, redis_granted, redis_dropped;
+        struct rcache_stats shared_cache;
 };
 
 extern struct daemon daemon_state;

@@ -3,6 +3,7 @@
  * (version 0.0.4), with names prefixed incsearchd_ and units in the names.
  */
 #include <inttypes.h>
+#include <string.h>
 
 #include "incsearchd.h"
 
@@ -71,6 +72,24 @@ static void metrics_redis(struct evbuffer *out, const struct stats *s)
                     "Tokens the shared rate limit in Redis gave this host.", s->redis_granted);
         metrics_one(out, "redis_tokens_dropped_total", "counter",
                     "Granted tokens that found no query left to spend them on.", s->redis_dropped);
+static void metrics_shared_cache(struct evbuffer *out, const struct rcache_stats *r)
+{
+        static const char name[] = "incsearchd_shared_cache_lookups_total";
+
+        metrics_one(out, "shared_cache_up", "gauge",
+                    "1 while the shared result cache in Redis is connected, else 0.",
+                    strcmp(r->state, "up") == 0);
+        evbuffer_add_printf(out,
+                            "# HELP %s Shared-cache lookups in Redis by result.\n"
+                            "# TYPE %s counter\n",
+                            name, name);
+        evbuffer_add_printf(out, "%s{result=\"hit\"} %" PRIu64 "\n", name, r->hits);
+        evbuffer_add_printf(out, "%s{result=\"miss\"} %" PRIu64 "\n", name, r->misses);
+        evbuffer_add_printf(out, "%s{result=\"error\"} %" PRIu64 "\n", name, r->errors);
+        evbuffer_add_printf(out, "%s{result=\"bad_value\"} %" PRIu64 "\n", name, r->bad_values);
+        evbuffer_add_printf(out, "%s{result=\"skipped\"} %" PRIu64 "\n", name, r->skipped);
+        metrics_one(out, "shared_cache_stores_total", "counter",
+                    "Results from the API stored in the shared cache.", r->stored);
 }
 
 void metrics_render(struct evbuffer *out)
@@ -131,6 +150,7 @@ void metrics_render(struct evbuffer *out)
         metrics_one(out, "queries_pending", "gauge", "Queries waiting for an API call.",
                     s.fifo_depth);
         metrics_redis(out, &s);
+        metrics_shared_cache(out, &s.shared_cache);
         metrics_histogram(out, "queue_wait_seconds",
                           "Time from a query entering the queue to a worker taking it.",
                           &h->queue_wait);

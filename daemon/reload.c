@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "incsearchd.h"
+#include "rcache.h"
 
 /* The next configuration; static because struct conf is too large for the stack of a callback. */
 static struct conf reload_next;
@@ -54,6 +55,7 @@ int reload_conf(char *message, size_t message_len)
         d->shm.header->max_wait_ns = (uint64_t)d->conf.max_wait_ms * 1000000ULL;
         shm_unlock(&d->shm);
         supervisor_send_conf();
+        rcache_reload();
 
         snprintf(message, message_len,
                  "reloaded %s: rate %" PRIu64 ".%03" PRIu64 "/s, burst %u, timeout %u ms%s%s",

@@ -93,6 +93,7 @@ void stats_collect(struct stats *stats)
         stats_latency(&shm->header->queue_wait, &stats->queue_wait);
         stats_latency(&shm->header->api_time, &stats->api_time);
         stats_latency(&shm->header->keystroke, &stats->keystroke);
+        rcache_stats(&stats->shared_cache);
 }
 
 static void stats_add(json_object *obj, const char *key, uint64_t value)
@@ -109,6 +110,20 @@ static json_object *stats_latency_json(const struct stats_latency *l)
         json_object_object_add(obj, "p90_ms", json_object_new_double((double)l->p90_us / 1000));
         json_object_object_add(obj, "p99_ms", json_object_new_double((double)l->p99_us / 1000));
         json_object_object_add(obj, "max_ms", json_object_new_double((double)l->max_us / 1000));
+        return obj;
+}
+
+static json_object *stats_shared_cache_json(const struct rcache_stats *r)
+{
+        json_object *obj = json_object_new_object();
+
+        json_object_object_add(obj, "state", json_object_new_string(r->state));
+        stats_add(obj, "hits", r->hits);
+        stats_add(obj, "misses", r->misses);
+        stats_add(obj, "errors", r->errors);
+        stats_add(obj, "bad_values", r->bad_values);
+        stats_add(obj, "skipped", r->skipped);
+        stats_add(obj, "stored", r->stored);
         return obj;
 }
 
@@ -186,5 +201,6 @@ json_object *stats_json(const struct stats *s)
         json_object_object_add(latency, "api", stats_latency_json(&s->api_time));
         json_object_object_add(latency, "keystroke_to_result", stats_latency_json(&s->keystroke));
         json_object_object_add(root, "latency", latency);
+        json_object_object_add(root, "shared_cache", stats_shared_cache_json(&s->shared_cache));
         return root;
 }

@@ -20,5 +20,6 @@ Suite *query_suite(void);
 Suite *ops_suite(void);
 Suite *nginx_suite(void);
 Suite *redis_suite(void);
+Suite *rcache_suite(void);
 
 #endif

@@ -3,13 +3,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "reply.h"
-#include "utf8.h"
 
 #define API_NS_PER_S 1000000000ULL
 #define API_MAX_DELAY_S 86400ULL /* a longer pause than a day is taken as a day */
@@ -287,51 +285,12 @@ static void api_fail(struct api_outcome *outcome, enum api_action action, enum i
         va_end(ap);
 }
 
-/* Returns 0 if OBJ or anything inside it is a number JSON cannot represent. */
-static int api_json_finite(json_object *obj)
-{
-        switch (json_object_get_type(obj)) {
-        case json_type_double:
-                return isfinite(json_object_get_double(obj));
-        case json_type_array:
-                for (size_t i = 0; i < json_object_array_length(obj); i++) {
-                        if (!api_json_finite(json_object_array_get_idx(obj, i)))
-                                return 0;
-                }
-                return 1;
-        case json_type_object: {
-                json_object_object_foreach(obj, key, value)
-                {
-                        (void)key;
-                        if (!api_json_finite(value))
-                                return 0;
-                }
-                return 1;
-        }
-        default:
-                return 1;
-        }
-}
-
 int api_json_valid(const char *text, size_t len)
 {
-        struct json_tokener *tok = json_tokener_new_ex(API_MAX_DEPTH);
-        json_object *parsed;
-        int valid;
+        json_object *parsed = reply_json_parse(text, len);
 
-        /* json-c's own UTF-8 check lets overlong forms and surrogates through. */
-        if (tok == NULL || len > INT32_MAX ||
-            utf8_feed(UTF8_ACCEPT, (const uint8_t *)text, len) != UTF8_ACCEPT) {
-                json_tokener_free(tok);
-                return 0;
-        }
-        /* Strict mode rejects comments and trailing bytes other than whitespace. */
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-        parsed = json_tokener_parse_ex(tok, text, (int)len);
-        valid = parsed != NULL && json_tokener_get_parse_end(tok) == len && api_json_finite(parsed);
         json_object_put(parsed);
-        json_tokener_free(tok);
-        return valid;
+        return parsed != NULL;
 }
 
 /* Checks the body of a 2xx response; the reply carries it as received. */
