@@ -112,6 +112,9 @@ static void ctl_print_redis(json_object *r)
                json_object_get_boolean(ctl_get(r, "redis.fallback_active")) ? " (active)" : "",
                ctl_u64(r, "redis.tokens_granted"), ctl_u64(r, "redis.tokens_dropped"),
                ctl_u64(r, "redis.errors"), ctl_u64(r, "redis.switches"));
+}
+
+/* The shared result cache's line. */
 static void ctl_print_shared_cache(json_object *r)
 {
         const char *state = ctl_string(r, "shared_cache.state");

@@ -123,7 +123,8 @@ struct stats {
         uint32_t redis_down;     /* 1 while the fallback applies */
         uint32_t redis_fallback; /* enum conf_redis_fallback */
         uint64_t redis_errors, redis_switches, redis_granted, redis_dropped;
-        struct rcache_stats shared_cache;
+
+        struct rcache_stats shared_cache; /* the shared result cache, with [cache] shared = redis */
 };
 
 extern struct daemon daemon_state;

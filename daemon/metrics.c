@@ -72,6 +72,9 @@ static void metrics_redis(struct evbuffer *out, const struct stats *s)
                     "Tokens the shared rate limit in Redis gave this host.", s->redis_granted);
         metrics_one(out, "redis_tokens_dropped_total", "counter",
                     "Granted tokens that found no query left to spend them on.", s->redis_dropped);
+}
+
+/* The shared result cache in Redis. */
 static void metrics_shared_cache(struct evbuffer *out, const struct rcache_stats *r)
 {
         static const char name[] = "incsearchd_shared_cache_lookups_total";
