@@ -49,7 +49,7 @@ DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
 	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o $(B)/daemon/page.o \
 	 $(B)/daemon/stats.o $(B)/daemon/metrics.o $(B)/daemon/control.o $(B)/daemon/reload.o \
-	 $(B)/daemon/notify.o
+	 $(B)/daemon/notify.o $(B)/daemon/tls.o
 CTL = $(B)/ctl/incsearchctl.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
