@@ -61,7 +61,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/check_places.o $(B)/tests/check_e2e.o $(B)/tests/check_sched.o \
 	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
 	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o \
-	$(B)/tests/check_query.o $(B)/tests/check_ops.o
+	$(B)/tests/check_query.o $(B)/tests/check_ops.o $(B)/tests/check_tls.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 

@@ -24,6 +24,7 @@ int main(void)
         srunner_add_suite(runner, sched_suite());
         srunner_add_suite(runner, query_suite());
         srunner_add_suite(runner, ops_suite());
+        srunner_add_suite(runner, tls_suite());
         srunner_run_all(runner, CK_NORMAL);
         failed = srunner_ntests_failed(runner);
         srunner_free(runner);

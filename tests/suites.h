@@ -18,5 +18,6 @@ Suite *defence_suite(void);
 Suite *sched_suite(void);
 Suite *query_suite(void);
 Suite *ops_suite(void);
+Suite *tls_suite(void);
 
 #endif
