@@ -17,8 +17,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <openssl/ssl.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "http.h"
 #include "incsearchd.h"
@@ -377,6 +377,7 @@ static void server_tls_failed(struct client *client, short what)
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 {
         struct client *client = arg;
+        char reason[256];
 
         if (what & BEV_EVENT_CONNECTED) {
                 server_tls_ready(client);
@@ -396,9 +397,11 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
                           (unsigned long long)client->id, client->peer);
         } else if (!tls_handshake_done(bev)) {
                 server_tls_failed(client, what);
-        } else if (what & BEV_EVENT_ERROR)
+        } else if (what & BEV_EVENT_ERROR) {
+                tls_describe_error(bev, reason, sizeof(reason));
                 log_debug("client %llu (%s): %s", (unsigned long long)client->id, client->peer,
-                          evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                          reason);
+        }
         server_close_client(client);
 }
 

@@ -38,7 +38,7 @@ struct bufferevent *tls_bufferevent_new(struct event_base *base, evutil_socket_t
 /* Returns 1 when BEV is plain or its TLS handshake has finished. */
 int tls_handshake_done(struct bufferevent *bev);
 
-/* Stores why BEV's TLS failed in OUT: OpenSSL's reason, or the socket error. */
+/* Stores why BEV failed in OUT: OpenSSL's reason on a TLS connection, else the socket error. */
 void tls_describe_error(struct bufferevent *bev, char *out, size_t len);
 
 /* Sends close_notify, without waiting for the peer's, on a TLS connection that is set up. */
