@@ -49,7 +49,7 @@ DAEMON = $(B)/daemon/incsearchd.o $(B)/daemon/server.o $(B)/daemon/client.o \
 	 $(B)/daemon/supervisor.o $(B)/daemon/ws.o $(B)/daemon/http.o $(B)/daemon/limit.o \
 	 $(B)/daemon/shutdown.o $(B)/daemon/cache.o $(B)/daemon/query.o $(B)/daemon/page.o \
 	 $(B)/daemon/stats.o $(B)/daemon/metrics.o $(B)/daemon/control.o $(B)/daemon/reload.o \
-	 $(B)/daemon/notify.o $(B)/daemon/rcache.o
+	 $(B)/daemon/notify.o $(B)/daemon/rcache.o $(B)/daemon/tls.o
 CTL = $(B)/ctl/incsearchctl.o
 WORKER = $(B)/worker/worker.o $(B)/worker/api.o $(B)/worker/rlimit.o
 DEMOAPI = $(B)/demo-api/demoapi.o $(B)/demo-api/places.o
@@ -62,7 +62,7 @@ TESTS = $(B)/tests/check_main.o $(B)/tests/check_conf.o $(B)/tests/check_bucket.
 	$(B)/tests/wsclient.o $(B)/tests/harness.o $(B)/tests/check_http.o \
 	$(B)/tests/check_limit.o $(B)/tests/check_ws_protocol.o $(B)/tests/check_defence.o \
 	$(B)/tests/check_query.o $(B)/tests/check_ops.o $(B)/tests/check_nginx.o \
-	$(B)/tests/check_redis.o $(B)/tests/check_rcache.o
+	$(B)/tests/check_redis.o $(B)/tests/check_rcache.o $(B)/tests/check_tls.o
 
 PROGRAMS = $(B)/incsearchd $(B)/incsearchd-worker $(B)/incsearchctl $(B)/incsearch-demo-api
 

@@ -20,6 +20,7 @@
 #include "cache.h"
 #include "incsearchd.h"
 #include "log.h"
+#include "tls.h"
 #include "version.h"
 
 struct daemon daemon_state;
@@ -29,8 +30,10 @@ static void usage(FILE *out)
         fprintf(out,
                 "usage: incsearchd [-hntvV] [-c file]\n"
                 "  -c file  configuration file (default %s)\n"
-                "  -t, -n   check the configuration file and exit: 0 if valid, 1 if not\n"
-                "  -v       with -t, also print the configuration with every default filled in\n"
+                "  -t, -n   check the configuration file, and the TLS files it names, and exit:\n"
+                "           0 if valid, 1 if not\n"
+                "  -v       with -t, print the configuration with every default filled in,\n"
+                "           without reading the TLS files\n"
                 "  -V       print the version and exit\n"
                 "  -h       print this help and exit\n"
                 "incsearchd runs in the foreground and logs to stderr.\n",
@@ -238,7 +241,7 @@ int main(int argc, char **argv)
 {
         struct daemon *d = &daemon_state;
         const char *conf_path = CONF_DEFAULT_PATH;
-        char resolved[PATH_MAX];
+        char resolved[PATH_MAX], tls_error[2048];
         int check_only = 0, dump = 0, opt;
         pid_t owner;
         uid_t uid;
@@ -277,7 +280,12 @@ int main(int argc, char **argv)
                 conf_path = resolved;
         if (daemon_load_conf(conf_path) < 0)
                 return 1;
+        /* The dump shows the file as parsed, also on a host that lacks the TLS files. */
         if (check_only) {
+                if (!dump && tls_check(&d->conf, tls_error, sizeof(tls_error)) < 0) {
+                        fprintf(stderr, "incsearchd: %s\n", tls_error);
+                        return 1;
+                }
                 if (dump)
                         conf_dump(&d->conf, stdout);
                 else
@@ -301,6 +309,11 @@ int main(int argc, char **argv)
         daemon_add_signal(SIGCHLD);
         if (cache_init() < 0)
                 log_fatal("out of memory setting up the result cache");
+        /* Before privileges are dropped, so that a key only root can read works. */
+        if (tls_configure(&d->conf, tls_error, sizeof(tls_error)) < 0) {
+                log_error("%s; not starting", tls_error);
+                return 1;
+        }
         /* Listen first: a second instance on the same port must fail before it touches the
          * shared memory of the first. */
         if (server_listen() < 0 || daemon_lookup_account(&uid, &gid) < 0 ||
@@ -332,6 +345,7 @@ int main(int argc, char **argv)
         supervisor_stop();
         server_stop_accepting();
         cache_free();
+        tls_free();
         control_close();
         shm_destroy(&d->shm, d->conf.shm_name);
         log_info("stopped");

@@ -30,7 +30,8 @@ struct client {
         enum client_state state;
         char peer[64]; /* "address:port" */
         struct limit_addr addr;
-        uint64_t deadline_ms;   /* CLOCK_MONOTONIC end of the handshake */
+        uint64_t deadline_ms;       /* CLOCK_MONOTONIC end of the handshake */
+        struct event *tls_deadline; /* closes at deadline_ms while the TLS handshake runs */
         uint16_t reject_status; /* HTTP status to answer with instead of serving, 0 if admitted */
         uint8_t ip_counted;     /* counted in the per-address table */
         uint8_t ping_sent;      /* a keepalive ping is waiting for any data from the peer */

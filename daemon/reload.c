@@ -9,13 +9,15 @@
 
 #include "incsearchd.h"
 #include "rcache.h"
+#include "tls.h"
 
 /* The next configuration; static because struct conf is too large for the stack of a callback. */
 static struct conf reload_next;
 
 /*
- * Re-reads the configuration file and applies it. Returns 0 with a summary in MESSAGE, or -1
- * with every error of an invalid file in MESSAGE, in which case nothing changes.
+ * Re-reads the configuration file, and the TLS certificate and key it names, and applies them.
+ * Returns 0 with a summary in MESSAGE, or -1 with every error of an invalid file, or the reason
+ * the TLS files are unusable, in MESSAGE, in which case nothing changes.
  */
 int reload_conf(char *message, size_t message_len)
 {
@@ -36,6 +38,14 @@ int reload_conf(char *message, size_t message_len)
                                  message_len - strnlen(message, message_len), "%s%s",
                                  message[0] != '\0' ? "\n" : "", line);
                 }
+                notify_ready();
+                return -1;
+        }
+        /* The files are read as the user incsearchd runs as by now, which may not be root. */
+        if (tls_configure(&reload_next, errors, sizeof(errors)) < 0) {
+                log_error("reload of %s failed: %s; the running configuration stays", d->conf.path,
+                          errors);
+                snprintf(message, message_len, "%s", errors);
                 notify_ready();
                 return -1;
         }

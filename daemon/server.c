@@ -16,12 +16,15 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "http.h"
 #include "incsearchd.h"
 #include "log.h"
 #include "slot.h"
+#include "tls.h"
 #include "version.h"
 #include "ws.h"
 
@@ -29,8 +32,9 @@
 /* Time a rejected connection gets to send its request head, so it can read the answer. */
 #define SERVER_REJECT_TIMEOUT_MS 1000
 
-/* Rejections and accept failures that a flood of clients can cause, logged at a capped rate. */
-static struct log_limit server_reject_limit, server_accept_limit;
+/* Rejections, failed TLS handshakes and accept failures, which a flood of clients can cause, are
+ * logged at a capped rate. */
+static struct log_limit server_reject_limit, server_tls_limit, server_accept_limit;
 
 /* Pauses of accept since descriptors ran out, 0 when accepting normally. The episode is logged
  * when it starts and when it ends, not at every pause. */
@@ -75,6 +79,9 @@ void server_close_client(struct client *client)
         else
                 d->connections--;
         client_batch_forget(client);
+        if (client->tls_deadline != NULL)
+                event_free(client->tls_deadline);
+        tls_close_notify(client->bev);
         bufferevent_free(client->bev);
         free(client->message);
         free(client->pending);
@@ -338,26 +345,77 @@ static void server_write_cb(struct bufferevent *bev, void *arg)
                 client_write_drained(client);
 }
 
+/* Starts the HTTP side once the TLS handshake is done, within the same deadline. */
+static void server_tls_ready(struct client *client)
+{
+        SSL *ssl = bufferevent_openssl_get_ssl(client->bev);
+
+        if (client->tls_deadline != NULL)
+                event_free(client->tls_deadline);
+        client->tls_deadline = NULL;
+        log_debug("client %llu (%s): %s with %s", (unsigned long long)client->id, client->peer,
+                  SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+        if (server_handshake_time_left(client) < 0)
+                server_event_cb(client->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, client);
+}
+
+/* Logs why a connection ends before its TLS handshake finished. */
+static void server_tls_failed(struct client *client, short what)
+{
+        char reason[256];
+
+        if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+                log_debug("client %llu (%s): closed before the TLS handshake finished",
+                          (unsigned long long)client->id, client->peer);
+                return;
+        }
+        tls_describe_error(client->bev, reason, sizeof(reason));
+        log_limited(&server_tls_limit, LOG_LEVEL_INFO, "client %llu (%s): TLS handshake failed: %s",
+                    (unsigned long long)client->id, client->peer, reason);
+}
+
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)
 {
         struct client *client = arg;
+        char reason[256];
 
-        (void)bev;
+        if (what & BEV_EVENT_CONNECTED) {
+                server_tls_ready(client);
+                return;
+        }
         if ((what & BEV_EVENT_TIMEOUT) && client->state == CLIENT_WEBSOCKET) {
                 client_timed_out(client);
                 return;
         }
         if ((what & BEV_EVENT_TIMEOUT) && client->state == CLIENT_HTTP) {
                 shm_count(&daemon_state.shm, handshake_timeouts);
-                log_debug("client %llu (%s): no request head within handshake_timeout_ms",
-                          (unsigned long long)client->id, client->peer);
+                log_debug("client %llu (%s): no request head within handshake_timeout_ms%s",
+                          (unsigned long long)client->id, client->peer,
+                          tls_handshake_done(bev) ? "" : " (TLS handshake unfinished)");
         } else if (what & BEV_EVENT_TIMEOUT) {
                 log_debug("client %llu (%s): peer did not read its last bytes in time",
                           (unsigned long long)client->id, client->peer);
-        } else if (what & BEV_EVENT_ERROR)
+        } else if (!tls_handshake_done(bev)) {
+                server_tls_failed(client, what);
+        } else if (what & BEV_EVENT_ERROR) {
+                tls_describe_error(bev, reason, sizeof(reason));
                 log_debug("client %llu (%s): %s", (unsigned long long)client->id, client->peer,
-                          evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+                          reason);
+        }
         server_close_client(client);
+}
+
+/*
+ * Ends a TLS handshake at the connection's deadline. The read timeout alone would not: libevent
+ * restarts it on every byte, so a peer sending its ClientHello slowly would never time out.
+ */
+static void server_tls_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+        struct client *client = arg;
+
+        (void)fd;
+        (void)what;
+        server_event_cb(client->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, client);
 }
 
 static void server_format_peer(const struct sockaddr *sa, char *out, size_t len)
@@ -447,7 +505,7 @@ static void server_accept_cb(struct evconnlistener *listener, evutil_socket_t fd
                 evutil_closesocket(fd);
                 return;
         }
-        client->bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        client->bev = tls_bufferevent_new(d->base, fd);
         if (client->bev == NULL) {
                 log_warn("cannot set up a connection; closing it");
                 evutil_closesocket(fd);
@@ -475,6 +533,16 @@ static void server_accept_cb(struct evconnlistener *listener, evutil_socket_t fd
         bufferevent_setcb(client->bev, server_read_cb, server_write_cb, server_event_cb, client);
         bufferevent_setwatermark(client->bev, EV_READ, 0, d->conf.max_header_bytes + 1);
         bufferevent_set_timeouts(client->bev, &handshake, NULL);
+        if (!tls_handshake_done(client->bev)) {
+                client->tls_deadline = evtimer_new(d->base, server_tls_deadline_cb, client);
+                if (client->tls_deadline == NULL ||
+                    evtimer_add(client->tls_deadline, &handshake) < 0) {
+                        log_warn("out of memory timing the TLS handshake of %s; closing it",
+                                 client->peer);
+                        server_close_client(client);
+                        return;
+                }
+        }
         bufferevent_enable(client->bev, EV_READ | EV_WRITE);
 }
 
@@ -548,6 +616,6 @@ int server_listen(void)
         }
         evconnlistener_set_error_cb(d->listener, server_accept_error_cb);
         d->listener_resume = evtimer_new(d->base, server_resume_cb, NULL);
-        log_info("listening on http://%s/", addr);
+        log_info("listening on %s://%s/", tls_enabled() ? "https" : "http", addr);
         return 0;
 }

@@ -27,6 +27,7 @@ int main(void)
         srunner_add_suite(runner, nginx_suite());
         srunner_add_suite(runner, redis_suite());
         srunner_add_suite(runner, rcache_suite());
+        srunner_add_suite(runner, tls_suite());
         srunner_run_all(runner, CK_NORMAL);
         failed = srunner_ntests_failed(runner);
         srunner_free(runner);

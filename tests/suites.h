@@ -21,5 +21,6 @@ Suite *ops_suite(void);
 Suite *nginx_suite(void);
 Suite *redis_suite(void);
 Suite *rcache_suite(void);
+Suite *tls_suite(void);
 
 #endif

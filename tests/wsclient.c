@@ -9,7 +9,44 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "ws.h"
+
+/* The TLS session of each socket that has one, by descriptor. */
+#define WSC_MAX_FD 4096
+static SSL *wsc_tls[WSC_MAX_FD];
+
+static SSL *wsc_tls_of(int fd)
+{
+        return fd >= 0 && fd < WSC_MAX_FD ? wsc_tls[fd] : NULL;
+}
+
+static ssize_t wsc_io_read(int fd, void *buf, size_t len)
+{
+        SSL *ssl = wsc_tls_of(fd);
+        int n;
+
+        if (ssl == NULL)
+                return read(fd, buf, len);
+        n = SSL_read(ssl, buf, (int)len);
+        ERR_clear_error();
+        return n > 0 ? n : -1;
+}
+
+static ssize_t wsc_io_write(int fd, const void *buf, size_t len)
+{
+        SSL *ssl = wsc_tls_of(fd);
+        int n;
+
+        if (ssl == NULL)
+                return write(fd, buf, len);
+        n = SSL_write(ssl, buf, (int)len);
+        ERR_clear_error();
+        return n > 0 ? n : -1;
+}
 
 static int wsc_tcp_connect(int port)
 {
@@ -34,14 +71,16 @@ static int wsc_read_full(int fd, void *buf, size_t len, int timeout_ms)
 
         while (got < len) {
                 struct pollfd pfd = {.fd = fd, .events = POLLIN};
-                int r = poll(&pfd, 1, timeout_ms);
+                SSL *ssl = wsc_tls_of(fd);
+                /* Bytes already decrypted wait in OpenSSL, not in the socket. */
+                int r = ssl != NULL && SSL_pending(ssl) > 0 ? 1 : poll(&pfd, 1, timeout_ms);
                 ssize_t n;
 
                 if (r == 0)
                         return 0;
                 if (r < 0)
                         return -1;
-                n = read(fd, (char *)buf + got, len - got);
+                n = wsc_io_read(fd, (char *)buf + got, len - got);
                 if (n <= 0)
                         return -1;
                 got += (size_t)n;
@@ -49,14 +88,60 @@ static int wsc_read_full(int fd, void *buf, size_t len, int timeout_ms)
         return 1;
 }
 
-int wsc_connect_raw(int port, const char *request, char *response, size_t len)
+/*
+ * Runs a TLS handshake on FD that verifies the server against CA_PATH and 127.0.0.1, offering
+ * ALPN http/1.1. Returns 0, or -1 with FD closed.
+ */
+static int wsc_tls_start(int fd, const char *ca_path)
+{
+        static const unsigned char alpn[] = "\x08http/1.1";
+        struct timeval tv = {.tv_sec = 5};
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        SSL *ssl = NULL;
+
+        if (ctx == NULL || fd >= WSC_MAX_FD ||
+            SSL_CTX_load_verify_locations(ctx, ca_path, NULL) != 1)
+                goto fail;
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ssl = SSL_new(ctx);
+        if (ssl == NULL || X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1") != 1 ||
+            SSL_set_alpn_protos(ssl, alpn, sizeof(alpn) - 1) != 0 || SSL_set_fd(ssl, fd) != 1)
+                goto fail;
+        /* A server that never responds fails the handshake instead of hanging the test. */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (SSL_connect(ssl) != 1) {
+                ERR_print_errors_fp(stderr);
+                goto fail;
+        }
+        SSL_CTX_free(ctx);
+        wsc_tls[fd] = ssl;
+        return 0;
+fail:
+        ERR_clear_error();
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        close(fd);
+        return -1;
+}
+
+static int wsc_open(int port, const char *ca_path)
 {
         int fd = wsc_tcp_connect(port);
+
+        if (fd < 0 || ca_path == NULL)
+                return fd;
+        return wsc_tls_start(fd, ca_path) < 0 ? -1 : fd;
+}
+
+static int wsc_request_head(int port, const char *ca_path, const char *request, char *response,
+                            size_t len)
+{
+        int fd = wsc_open(port, ca_path);
         size_t used = 0;
 
         if (fd < 0)
                 return -1;
-        if (write(fd, request, strlen(request)) != (ssize_t)strlen(request))
+        if (wsc_io_write(fd, request, strlen(request)) != (ssize_t)strlen(request))
                 goto fail;
         /* Byte by byte, so that frames after the head stay in the socket. */
         while (used + 1 < len) {
@@ -67,37 +152,114 @@ int wsc_connect_raw(int port, const char *request, char *response, size_t len)
                 if (used >= 4 && memcmp(response + used - 4, "\r\n\r\n", 4) == 0)
                         return fd;
         }
-        response[used] = '\0';
+        if (len > 0)
+                response[used] = '\0';
         return fd;
 fail:
-        close(fd);
+        wsc_close(fd);
         return -1;
 }
 
-int wsc_connect(int port)
+int wsc_connect_raw(int port, const char *request, char *response, size_t len)
+{
+        return wsc_request_head(port, NULL, request, response, len);
+}
+
+int wsc_connect_raw_tls(int port, const char *ca_path, const char *request, char *response,
+                        size_t len)
+{
+        return wsc_request_head(port, ca_path, request, response, len);
+}
+
+static int wsc_upgrade(int port, const char *ca_path)
 {
         char response[1024];
-        int fd = wsc_connect_raw(port,
-                                 "GET /ws HTTP/1.1\r\n"
-                                 "Host: 127.0.0.1\r\n"
-                                 "Upgrade: websocket\r\n"
-                                 "Connection: Upgrade\r\n"
-                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                 "Sec-WebSocket-Version: 13\r\n\r\n",
-                                 response, sizeof(response));
+        int fd = wsc_request_head(port, ca_path,
+                                  "GET /ws HTTP/1.1\r\n"
+                                  "Host: 127.0.0.1\r\n"
+                                  "Upgrade: websocket\r\n"
+                                  "Connection: Upgrade\r\n"
+                                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                  "Sec-WebSocket-Version: 13\r\n\r\n",
+                                  response, sizeof(response));
 
         if (fd < 0)
                 return -1;
         if (strncmp(response, "HTTP/1.1 101 ", 13) != 0) {
-                close(fd);
+                wsc_close(fd);
                 return -1;
         }
         return fd;
 }
 
+int wsc_connect(int port)
+{
+        return wsc_upgrade(port, NULL);
+}
+
+int wsc_connect_tls(int port, const char *ca_path)
+{
+        return wsc_upgrade(port, ca_path);
+}
+
+int wsc_https_get(int port, const char *ca_path, const char *path, char *body, size_t len)
+{
+        char request[512], head[4096];
+        size_t used = 0;
+        int status = -1, fd;
+
+        snprintf(request, sizeof(request),
+                 "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+        fd = wsc_request_head(port, ca_path, request, head, sizeof(head));
+        if (fd < 0)
+                return -1;
+        if (sscanf(head, "HTTP/1.%*d %d", &status) != 1)
+                status = -1;
+        /* The body runs to the end of the connection, since every response has Connection: close.
+         */
+        while (used + 1 < len && wsc_read_full(fd, body + used, 1, 5000) == 1)
+                used++;
+        body[used] = '\0';
+        wsc_close(fd);
+        return status;
+}
+
+int wsc_tls_peer(int fd, unsigned char sha256[32], char *alpn, size_t alpn_len)
+{
+        SSL *ssl = wsc_tls_of(fd);
+        const unsigned char *proto;
+        unsigned proto_len, digest_len = 0;
+        X509 *cert;
+        int r;
+
+        if (ssl == NULL)
+                return -1;
+        cert = SSL_get1_peer_certificate(ssl);
+        if (cert == NULL)
+                return -1;
+        r = X509_digest(cert, EVP_sha256(), sha256, &digest_len) == 1 && digest_len == 32 ? 0 : -1;
+        X509_free(cert);
+        SSL_get0_alpn_selected(ssl, &proto, &proto_len);
+        snprintf(alpn, alpn_len, "%.*s", (int)proto_len, proto != NULL ? (const char *)proto : "");
+        return r;
+}
+
+void wsc_close(int fd)
+{
+        SSL *ssl = wsc_tls_of(fd);
+
+        if (ssl != NULL) {
+                SSL_shutdown(ssl);
+                ERR_clear_error();
+                SSL_free(ssl);
+                wsc_tls[fd] = NULL;
+        }
+        close(fd);
+}
+
 int wsc_send_raw(int fd, const void *data, size_t len)
 {
-        return write(fd, data, len) == (ssize_t)len ? 0 : -1;
+        return wsc_io_write(fd, data, len) == (ssize_t)len ? 0 : -1;
 }
 
 int wsc_send(int fd, unsigned fin, unsigned opcode, const void *data, size_t len)

@@ -21,6 +21,29 @@ int wsc_connect(int port);
  */
 int wsc_connect_raw(int port, const char *request, char *response, size_t len);
 
+/*
+ * The same over TLS: the server's certificate must verify against CA_PATH (a PEM file) and name
+ * 127.0.0.1. Close these sockets with wsc_close.
+ */
+int wsc_connect_tls(int port, const char *ca_path);
+int wsc_connect_raw_tls(int port, const char *ca_path, const char *request, char *response,
+                        size_t len);
+
+/*
+ * Fetches https://127.0.0.1:PORT/PATH into BODY (NUL-terminated), verifying the server against
+ * CA_PATH. Returns the HTTP status or -1.
+ */
+int wsc_https_get(int port, const char *ca_path, const char *path, char *body, size_t len);
+
+/*
+ * Stores the SHA-256 of the server's certificate in SHA256 and the protocol chosen by ALPN
+ * ("" for none) in ALPN. Returns 0, or -1 when FD is not a TLS socket.
+ */
+int wsc_tls_peer(int fd, unsigned char sha256[32], char *alpn, size_t alpn_len);
+
+/* Closes FD, ending its TLS session first if it has one. */
+void wsc_close(int fd);
+
 /* Sends one masked frame. Returns 0 or -1. */
 int wsc_send(int fd, unsigned fin, unsigned opcode, const void *data, size_t len);
 
