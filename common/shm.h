@@ -22,7 +22,7 @@
 #include "histogram.h"
 
 #define SHM_MAGIC 0x31445349u /* "ISD1" in memory order */
-#define SHM_LAYOUT_VERSION 5
+#define SHM_LAYOUT_VERSION 6
 #define SHM_MAX_WORKERS 64
 #define SHM_MAX_INFLIGHT 16 /* API calls one worker may have in flight at once */
 
@@ -113,6 +113,8 @@ struct shm_redis {
         _Atomic uint64_t switches; /* changes between up and down, both ways */
         _Atomic uint64_t granted;  /* tokens Redis gave this host's workers */
         _Atomic uint64_t dropped;  /* granted tokens that found no query left to spend them on */
+        _Atomic uint64_t down_since_ns; /* when the host last switched to its fallback */
+        _Atomic uint64_t pause_until_ns; /* end of the API's pause that Redis last reported */
         /* redis_fallback = local_share: rate / expected_hosts, emptied at each switch; under lock
          */
         struct bucket fallback;

@@ -130,6 +130,24 @@ static void ctl_print_shared_cache(json_object *r)
                ctl_u64(r, "shared_cache.skipped"), ctl_u64(r, "shared_cache.stored"));
 }
 
+/* The start of the bucket line: which bucket gives the tokens, and its size. */
+static void ctl_print_bucket(json_object *r)
+{
+        const char *source = ctl_string(r, "bucket.source");
+
+        if (strcmp(source, "redis") == 0)
+                printf("bucket    shared in Redis, rate %.3f/s, burst %" PRIu64 ", ",
+                       ctl_double(r, "bucket.rate"), ctl_u64(r, "bucket.burst"));
+        else if (strcmp(source, "none") == 0)
+                printf("bucket    none while Redis is down (redis_fallback closed), ");
+        else
+                printf("bucket    %.2f of %" PRIu64 " tokens, rate %.3f/s%s, ",
+                       ctl_double(r, "bucket.tokens"), ctl_u64(r, "bucket.burst"),
+                       ctl_double(r, "bucket.rate"),
+                       strcmp(source, "local_share") == 0 ? " (local share while Redis is down)"
+                                                          : "");
+}
+
 static void ctl_print_status(json_object *r)
 {
         char uptime[32];
@@ -158,9 +176,7 @@ static void ctl_print_status(json_object *r)
                ctl_u64(r, "api.errors.other"));
         printf("results   %" PRIu64 " delivered, %" PRIu64 " stale dropped\n",
                ctl_u64(r, "results.delivered"), ctl_u64(r, "results.stale_dropped"));
-        printf("bucket    %.2f of %" PRIu64 " tokens, rate %.3f/s, ",
-               ctl_double(r, "bucket.tokens"), ctl_u64(r, "bucket.burst"),
-               ctl_double(r, "bucket.rate"));
+        ctl_print_bucket(r);
         if (pause_ms > 0)
                 printf("paused for %" PRIu64 " ms after a 429\n", pause_ms);
         else

@@ -59,7 +59,8 @@ struct worker {
         pid_t pid; /* 0 while not running */
         int fd;    /* daemon's end of the socket pair, -1 while not running */
         struct bufferevent *bev;
-        unsigned restarts;
+        unsigned restarts;       /* quick deaths in a row, for the restart backoff */
+        uint64_t restarts_total; /* restarts of this worker since the daemon started */
         uint64_t started_ns;
         struct event *restart_timer;
 };
@@ -116,6 +117,7 @@ struct stats {
         uint64_t rate_milli;          /* calls per 1000 s */
         uint32_t burst;
         uint64_t pause_left_ms; /* until API calls may start again after a 429 */
+        const char *bucket_source; /* "shm", "redis", "local_share" or "none" */
         uint32_t fifo_depth;    /* slots waiting for an API call */
         struct stats_latency queue_wait, api_time, keystroke;
 

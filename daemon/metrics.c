@@ -132,11 +132,14 @@ void metrics_render(struct evbuffer *out)
         metrics_error(out, "http_429", s.api_429);
         metrics_error(out, "bad_body", s.api_bad_body);
         metrics_error(out, "other", s.api_failed);
-        evbuffer_add_printf(out,
-                            "# HELP incsearchd_bucket_tokens Calls the token bucket allows now.\n"
-                            "# TYPE incsearchd_bucket_tokens gauge\n"
-                            "incsearchd_bucket_tokens %.6f\n",
-                            (double)s.bucket_micro_tokens / BUCKET_UNIT);
+        /* With the bucket in Redis this host does not know its tokens, so the gauge is left out. */
+        if (strcmp(s.bucket_source, "shm") == 0 || strcmp(s.bucket_source, "local_share") == 0)
+                evbuffer_add_printf(
+                    out,
+                    "# HELP incsearchd_bucket_tokens Calls the token bucket in use allows now.\n"
+                    "# TYPE incsearchd_bucket_tokens gauge\n"
+                    "incsearchd_bucket_tokens %.6f\n",
+                    (double)s.bucket_micro_tokens / BUCKET_UNIT);
         evbuffer_add_printf(out,
                             "# HELP incsearchd_bucket_rate_per_second Calls per second allowed.\n"
                             "# TYPE incsearchd_bucket_rate_per_second gauge\n"

@@ -20,17 +20,33 @@ static void stats_latency(const struct histogram *h, struct stats_latency *out)
         out->max_us = atomic_load_explicit(&h->max_us, memory_order_relaxed);
 }
 
-/* Reads the bucket and the FIFO under the lock; the bucket is refilled on a copy only. */
+/*
+ * Names where tokens come from now: this host's bucket, Redis, the local share of the rate
+ * while Redis is down, or nowhere (redis_fallback = closed while Redis is down).
+ */
+static const char *stats_bucket_source(const struct daemon *d, int redis_down)
+{
+        if (d->conf.rate_limit_backend != CONF_RATE_REDIS)
+                return "shm";
+        if (!redis_down)
+                return "redis";
+        return d->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE ? "local_share" : "none";
+}
+
+/* Reads the bucket in use and the FIFO under the lock; the bucket is refilled on a copy only. */
 static void stats_bucket(struct stats *stats)
 {
         struct daemon *d = &daemon_state;
+        struct shm_header *h = d->shm.header;
         uint64_t now = shm_now_ns();
-        uint64_t paused_until;
+        uint64_t paused_until, shared_pause;
         struct bucket copy;
 
         daemon_lock();
-        copy = d->shm.header->bucket;
-        stats->fifo_depth = d->shm.header->fifo_count;
+        stats->bucket_source =
+            stats_bucket_source(d, atomic_load_explicit(&h->redis.down, memory_order_relaxed));
+        copy = strcmp(stats->bucket_source, "local_share") == 0 ? h->redis.fallback : h->bucket;
+        stats->fifo_depth = h->fifo_count;
         shm_unlock(&d->shm);
 
         bucket_refill(&copy, now);
@@ -39,6 +55,10 @@ static void stats_bucket(struct stats *stats)
         stats->burst = (uint32_t)(copy.capacity / BUCKET_UNIT);
         /* During a pause the API asked for, the bucket's refill time is the pause's end. */
         paused_until = copy.last_refill_ns;
+        /* With Redis, a pause that another host's 429 set reaches this host through Redis. */
+        shared_pause = atomic_load_explicit(&h->redis.pause_until_ns, memory_order_relaxed);
+        if (d->conf.rate_limit_backend == CONF_RATE_REDIS && shared_pause > paused_until)
+                paused_until = shared_pause;
         stats->pause_left_ms = paused_until > now ? (paused_until - now) / 1000000 : 0;
 }
 
@@ -178,6 +198,7 @@ json_object *stats_json(const struct stats *s)
                                json_object_new_double((double)s->rate_milli / 1000));
         stats_add(bucket, "burst", s->burst);
         stats_add(bucket, "pause_left_ms", s->pause_left_ms);
+        json_object_object_add(bucket, "source", json_object_new_string(s->bucket_source));
         json_object_object_add(root, "bucket", bucket);
 
         if (s->redis_backend) {

@@ -291,12 +291,18 @@ static void supervisor_worker_died(unsigned index, int status)
         uint64_t uptime = shm_now_ns() - w->started_ns;
         struct timeval delay = {0, 0};
 
+        char how[96];
+
         if (WIFSIGNALED(status))
-                log_info("worker %u (pid %d) killed by signal %d (%s)", index, (int)w->pid,
-                         WTERMSIG(status), strsignal(WTERMSIG(status)));
+                snprintf(how, sizeof(how), "killed by signal %d (%s)", WTERMSIG(status),
+                         strsignal(WTERMSIG(status)));
         else
-                log_info("worker %u (pid %d) exited with status %d", index, (int)w->pid,
-                         WEXITSTATUS(status));
+                snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(status));
+        /* Workers end at shutdown; at any other time a worker's end is a fault. */
+        if (d->stopping)
+                log_info("worker %u (pid %d) %s", index, (int)w->pid, how);
+        else
+                log_warn("worker %u (pid %d) %s", index, (int)w->pid, how);
 
         supervisor_repair_lock(w->pid);
 
@@ -319,6 +325,7 @@ static void supervisor_worker_died(unsigned index, int status)
                 return;
 
         shm_count(&d->shm, worker_restarts);
+        w->restarts_total++;
         w->restarts++;
         if (uptime < SUPERVISOR_MIN_UPTIME_NS) {
                 unsigned shift = w->restarts < 6 ? w->restarts : 6;

@@ -346,6 +346,9 @@ START_TEST(ctl_status_figures_move)
         struct stat st;
 
         harness_start(&ops, NULL);
+        /* The harness waits for the listener; the control socket is made just after it. */
+        for (int waited = 0; stat(ops.control_path, &st) < 0 && waited < 3000; waited += 20)
+                usleep(20000);
         ck_assert_int_eq(stat(ops.control_path, &st), 0);
         ck_assert(S_ISSOCK(st.st_mode));
         ck_assert_uint_eq(st.st_mode & 0777, 0660);
@@ -389,6 +392,48 @@ START_TEST(ctl_status_figures_move)
         close(fd);
         json_object_put(before);
         json_object_put(after);
+}
+END_TEST
+
+/*
+ * incsearchctl workers counts every restart of a worker, also of one that had run long enough
+ * not to count as crash-looping.
+ */
+START_TEST(ctl_workers_count_restarts)
+{
+        static char out[65536];
+        json_object *reply, *workers;
+        pid_t pids[8];
+        uint64_t restarts = 0;
+
+        harness_start(&ops, NULL);
+        for (int waited = 0; harness_children(ops.daemon_pid, pids, 8) < 2 && waited < 3000;
+             waited += 50)
+                usleep(50000);
+        ck_assert_uint_eq(harness_children(ops.daemon_pid, pids, 8), 2);
+        /* Past the supervisor's crash-loop window of one second. */
+        usleep(1500000);
+        ck_assert_int_eq(kill(pids[0], SIGKILL), 0);
+        for (int waited = 0; waited < 5000; waited += 50) {
+                pid_t now[8];
+                unsigned n = harness_children(ops.daemon_pid, now, 8);
+
+                if (n == 2 && now[0] != pids[0] && now[1] != pids[0])
+                        break;
+                usleep(50000);
+        }
+        usleep(200000);
+        ck_assert_int_eq(ops_ctl("--json workers", out, sizeof(out)), 0);
+        reply = json_tokener_parse(out);
+        ck_assert_msg(reply != NULL, "not JSON: %s", out);
+        ck_assert(json_object_object_get_ex(reply, "workers", &workers));
+        for (size_t i = 0; i < json_object_array_length(workers); i++)
+                restarts +=
+                    (uint64_t)harness_json_int(json_object_array_get_idx(workers, i), "restarts");
+        ck_assert_uint_eq(restarts, 1);
+        json_object_put(reply);
+        ck_assert_int_eq(ops_ctl("workers", out, sizeof(out)), 0);
+        ck_assert_msg(strstr(out, " 1\n") != NULL, "no worker with 1 restart in:\n%s", out);
 }
 END_TEST
 
@@ -660,6 +705,7 @@ Suite *ops_suite(void)
         tcase_add_checked_fixture(daemon, NULL, ops_teardown);
         tcase_set_timeout(daemon, 60);
         tcase_add_test(daemon, ctl_status_figures_move);
+        tcase_add_test(daemon, ctl_workers_count_restarts);
         tcase_add_test(daemon, ctl_errors_and_usage);
         tcase_add_test(daemon, ctl_log_level_reaches_workers);
         tcase_add_test(daemon, reload_rate_keeps_clients);

@@ -160,14 +160,64 @@ START_TEST(redis_script_pause_honoured)
         ck_assert_int_eq(reply->integer, 0);
         freeReplyObject(reply);
 
+        /* A pause is reported as minus the time left in it. */
         wait = redis_token(c, token_sha, "10000", "5");
-        ck_assert_int_gt(wait, 300000);
-        ck_assert_int_le(wait, 400000);
-        redis_sleep_ms(wait / 1000 + 5);
+        ck_assert_int_lt(wait, -300000);
+        ck_assert_int_ge(wait, -400000);
+        redis_sleep_ms(-wait / 1000 + 5);
         /* The pause emptied the bucket as of its end: the next token is an interval later. */
         wait = redis_token(c, token_sha, "10000", "5");
         ck_assert_int_gt(wait, 0);
         ck_assert_int_le(wait, 100000);
+        redisFree(c);
+}
+END_TEST
+
+/* Bucket values that no run of the scripts leaves behind, each set with SET unless noted. */
+static const char *const redis_damaged_values[] = {
+    "inf", "1e300", "nan", "notanumber", "99999999999999999999", "9223372036854775807", "hash",
+};
+
+/*
+ * A damaged bucket key is replaced by an empty bucket: the next token is due within one
+ * interval, not at the damaged time, and the pause script accepts the key too.
+ */
+START_TEST(redis_script_damaged_key_repaired)
+{
+        const char *value = redis_damaged_values[_i];
+        redisContext *c;
+        char token_sha[41], pause_sha[41];
+        redisReply *reply;
+        long long wait;
+
+        harness_redis_start(&redis_server);
+        c = redis_connect();
+        redis_load(c, rlimit_token_script, token_sha);
+        redis_load(c, rlimit_pause_script, pause_sha);
+        redis_command_ok(c, "DEL t:bucket t:pause");
+        if (strcmp(value, "hash") == 0) {
+                redis_command_ok(c, "HSET t:bucket a b");
+        } else {
+                reply = redisCommand(c, "SET t:bucket %s", value);
+                ck_assert_ptr_nonnull(reply);
+                freeReplyObject(reply);
+        }
+        /* 10 calls per second, burst 5: an empty bucket has its next token within 100 ms. */
+        wait = redis_token(c, token_sha, "10000", "5");
+        ck_assert_msg(wait > 0 && wait <= 100000, "bucket %s: wait %lld us", value, wait);
+
+        redis_command_ok(c, "DEL t:bucket");
+        if (strcmp(value, "hash") == 0) {
+                redis_command_ok(c, "HSET t:bucket a b");
+        } else {
+                reply = redisCommand(c, "SET t:bucket %s", value);
+                freeReplyObject(reply);
+        }
+        reply = redisCommand(c, "EVALSHA %s 2 t:pause t:bucket 50 10000 5", pause_sha);
+        ck_assert_ptr_nonnull(reply);
+        ck_assert_msg(reply->type == REDIS_REPLY_INTEGER, "pause script on %s: %s", value,
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "not an integer");
+        freeReplyObject(reply);
         redisFree(c);
 }
 END_TEST
@@ -478,6 +528,106 @@ START_TEST(redis_down_local_share)
 }
 END_TEST
 
+/* Reads METRIC from H's /metrics as a decimal, or -1 if it is not there. */
+static double redis_metric_double(const struct harness *h, const char *metric)
+{
+        static char body[65536];
+        char needle[128];
+        const char *at;
+
+        if (harness_http_get(h->port, "/metrics", body, sizeof(body)) != 200)
+                return -1;
+        snprintf(needle, sizeof(needle), "\n%s ", metric);
+        at = strstr(body, needle);
+        return at != NULL ? strtod(at + strlen(needle), NULL) : -1;
+}
+
+/*
+ * A pause set in Redis (as another host's 429 would) shows on every instance that asks for a
+ * token during it, and the local bucket's tokens, which the Redis backend does not use, are
+ * not reported.
+ */
+START_TEST(redis_shared_pause_shown)
+{
+        struct redis_typist t[2 * REDIS_CLIENTS] = {0};
+        char key[64], answer[64];
+        const char *pause[] = {"SET", key, "1", "PX", "4000", NULL};
+
+        redis_start_pair("rate_limit_backend = redis\nredis_fallback = closed", NULL);
+        redis_connect_typists(t);
+        redis_type(t, 2 * REDIS_CLIENTS, 500);
+        ck_assert_int_eq(redis_metric(&redis_a, "incsearchd_bucket_tokens"), -1);
+        snprintf(key, sizeof(key), "test%d:pause", (int)getpid());
+        ck_assert_int_eq(harness_redis_command(&redis_server, pause, answer, sizeof(answer)), 0);
+        ck_assert_str_eq(answer, "+OK");
+        redis_type(t, 2 * REDIS_CLIENTS, 800);
+        ck_assert_double_gt(redis_metric_double(&redis_a, "incsearchd_api_pause_seconds"), 1.0);
+        ck_assert_double_gt(redis_metric_double(&redis_b, "incsearchd_api_pause_seconds"), 1.0);
+        /* After the pause every last query is answered. */
+        ck_assert_uint_eq(redis_finish(t, 2 * REDIS_CLIENTS, NULL), 2 * REDIS_CLIENTS);
+        redis_close_typists(t);
+}
+END_TEST
+
+/*
+ * A bucket key set far into the future by hand costs the instances no more than an empty
+ * bucket: every last query still gets results.
+ */
+START_TEST(redis_far_future_key_recovers)
+{
+        struct redis_typist t[2 * REDIS_CLIENTS] = {0};
+        char key[64], answer[64];
+        const char *set[] = {"SET", key, "9223372036854775807", NULL};
+
+        redis_start_pair("rate_limit_backend = redis\nredis_fallback = closed", NULL);
+        redis_connect_typists(t);
+        redis_type(t, 2 * REDIS_CLIENTS, 1000);
+        snprintf(key, sizeof(key), "test%d:bucket", (int)getpid());
+        ck_assert_int_eq(harness_redis_command(&redis_server, set, answer, sizeof(answer)), 0);
+        ck_assert_str_eq(answer, "+OK");
+        redis_type(t, 2 * REDIS_CLIENTS, 1000);
+        ck_assert_uint_eq(redis_finish(t, 2 * REDIS_CLIENTS, NULL), 2 * REDIS_CLIENTS);
+        ck_assert_int_eq(harness_api_stat(&redis_a, "violations"), 0);
+        redis_close_typists(t);
+}
+END_TEST
+
+/*
+ * A Redis that accepts connections and scripts but fails every call of the token script (here
+ * an ACL that denies EVALSHA) switches each host to its fallback once, without flapping back
+ * each time a reconnect succeeds. local_share then answers, and allowing EVALSHA again brings
+ * the shared limit back.
+ */
+START_TEST(redis_failing_script_no_flapping)
+{
+        struct redis_typist t[2 * REDIS_CLIENTS] = {0};
+        const char *deny[] = {"ACL", "SETUSER", "default", "-evalsha", NULL};
+        const char *allow[] = {"ACL", "SETUSER", "default", "+evalsha", NULL};
+        char answer[64];
+
+        redis_start_pair("rate_limit_backend = redis\nredis_fallback = local_share\n"
+                         "expected_hosts = 2",
+                         NULL);
+        redis_connect_typists(t);
+        redis_type(t, 2 * REDIS_CLIENTS, 500);
+        ck_assert_int_eq(harness_redis_command(&redis_server, deny, answer, sizeof(answer)), 0);
+        ck_assert_str_eq(answer, "+OK");
+        redis_type(t, 2 * REDIS_CLIENTS, 3000);
+        ck_assert_uint_eq(redis_finish(t, 2 * REDIS_CLIENTS, NULL), 2 * REDIS_CLIENTS);
+        ck_assert_int_eq(redis_metric(&redis_a, "incsearchd_redis_up"), 0);
+        /* One switch down per instance; a second worker may add one more, never a stream. */
+        ck_assert_int_le(redis_metric(&redis_a, "incsearchd_redis_fallback_switches_total"), 2);
+        ck_assert_int_le(redis_metric(&redis_b, "incsearchd_redis_fallback_switches_total"), 2);
+        ck_assert_int_eq(harness_api_stat(&redis_a, "violations"), 0);
+
+        ck_assert_int_eq(harness_redis_command(&redis_server, allow, answer, sizeof(answer)), 0);
+        ck_assert_str_eq(answer, "+OK");
+        redis_type(t, 2 * REDIS_CLIENTS, 500);
+        redis_wait_up(1);
+        redis_close_typists(t);
+}
+END_TEST
+
 /* Replaces the line of H's config that starts with PREFIX by LINE. */
 static void redis_edit_conf(const struct harness *h, const char *prefix, const char *line)
 {
@@ -588,6 +738,8 @@ Suite *redis_suite(void)
         tcase_add_test(script, redis_script_pause_honoured);
         tcase_add_test(script, redis_script_many_callers);
         tcase_add_test(script, redis_url_hides_password);
+        tcase_add_loop_test(script, redis_script_damaged_key_repaired, 0,
+                            (int)(sizeof(redis_damaged_values) / sizeof(redis_damaged_values[0])));
         suite_add_tcase(s, script);
 
         tcase_set_timeout(shared, 90);
@@ -597,6 +749,9 @@ Suite *redis_suite(void)
         tcase_add_test(shared, redis_down_closed);
         tcase_add_test(shared, redis_down_local_share);
         tcase_add_test(shared, redis_reload_url_reconnects);
+        tcase_add_test(shared, redis_far_future_key_recovers);
+        tcase_add_test(shared, redis_shared_pause_shown);
+        tcase_add_test(shared, redis_failing_script_no_flapping);
         suite_add_tcase(s, shared);
         return s;
 }

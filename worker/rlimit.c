@@ -1,6 +1,7 @@
 #include "rlimit.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,23 +13,32 @@
 
 #define RLIMIT_BACKOFF_MIN_MS 100ULL
 #define RLIMIT_BACKOFF_MAX_MS 2000ULL
+/* The longest a worker waits before asking again, whatever wait Redis returned. */
+#define RLIMIT_MAX_WAIT_NS 1000000000ULL
 
 /*
  * KEYS[1] the bucket, KEYS[2] the pause; ARGV[1] the rate in thousandths of a call per second,
- * ARGV[2] the burst. Returns 0 for a token, else the microseconds until one is due. The bucket
- * holds GCRA's theoretical arrival time in integer microseconds of Redis's clock; the interval
+ * ARGV[2] the burst. Returns 0 for a token, the microseconds until one is due, or minus the
+ * microseconds left in the API's pause. The bucket
+ * holds GCRA's theoretical arrival time in integer microseconds of Redis's clock. The interval
  * is rounded up, so rounding only ever slows calls down. The key has no TTL: a missing key
  * means a new or restarted Redis, and starts empty.
+ *
+ * A value that no run of these scripts can leave (another type, not a number, or further
+ * ahead than an empty bucket after a pause that has ended) is replaced by an empty bucket, so
+ * a damaged key costs at most one burst of waiting instead of stopping every host.
  */
 const char rlimit_token_script[] =
     "local pause = redis.call('PTTL', KEYS[2])\n"
-    "if pause > 0 then return pause * 1000 end\n"
+    "if pause > 0 then return -pause * 1000 end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local interval = math.ceil(1000000000 / tonumber(ARGV[1]))\n"
     "local limit = interval * tonumber(ARGV[2])\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1]))\n"
-    "if not tat then\n"
+    "local value = redis.pcall('GET', KEYS[1])\n"
+    "local tat = nil\n"
+    "if type(value) == 'string' then tat = tonumber(value) end\n"
+    "if not tat or tat ~= tat or tat > now + limit + interval + 2000 then\n"
     "  tat = now + limit\n"
     "  redis.call('SET', KEYS[1], string.format('%d', tat))\n"
     "end\n"
@@ -44,17 +54,20 @@ const char rlimit_token_script[] =
  * as of the pause's end, so that calls resume at the rate, one at a time. Returns 1 if it
  * extended the pause.
  */
-const char rlimit_pause_script[] =
-    "local ms = tonumber(ARGV[1])\n"
-    "if redis.call('PTTL', KEYS[1]) >= ms then return 0 end\n"
-    "redis.call('SET', KEYS[1], '1', 'PX', ms)\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local interval = math.ceil(1000000000 / tonumber(ARGV[2]))\n"
-    "local empty = now + ms * 1000 + interval * tonumber(ARGV[3])\n"
-    "local tat = tonumber(redis.call('GET', KEYS[2]) or 0)\n"
-    "if tat < empty then redis.call('SET', KEYS[2], string.format('%d', empty)) end\n"
-    "return 1\n";
+const char rlimit_pause_script[] = "local ms = tonumber(ARGV[1])\n"
+                                   "if redis.call('PTTL', KEYS[1]) >= ms then return 0 end\n"
+                                   "redis.call('SET', KEYS[1], '1', 'PX', ms)\n"
+                                   "local t = redis.call('TIME')\n"
+                                   "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+                                   "local interval = math.ceil(1000000000 / tonumber(ARGV[2]))\n"
+                                   "local empty = now + ms * 1000 + interval * tonumber(ARGV[3])\n"
+                                   "local value = redis.pcall('GET', KEYS[2])\n"
+                                   "local tat = nil\n"
+                                   "if type(value) == 'string' then tat = tonumber(value) end\n"
+                                   "if not tat or tat ~= tat or tat < empty then\n"
+                                   "  redis.call('SET', KEYS[2], string.format('%d', empty))\n"
+                                   "end\n"
+                                   "return 1\n";
 
 enum rlimit_command {
         RLIMIT_AUTH,
@@ -107,6 +120,7 @@ static void rlimit_forget(struct rlimit *r, const char *what, const char *error)
         r->outstanding = 0;
         r->token_requested = 0;
         r->granted = 0;
+        r->ask_after_ns = 0;
         /* Half of the backoff is jitter, so that the workers do not reconnect in step. */
         r->reconnect_ns = shm_now_ns() + ms * 500000ULL + (uint64_t)random() % (ms * 500000ULL);
         snprintf(r->error, sizeof(r->error), "%s: %s", what, error);
@@ -138,6 +152,7 @@ void rlimit_close(struct rlimit *r)
         r->outstanding = 0;
         r->token_requested = 0;
         r->granted = 0;
+        r->ask_after_ns = 0;
         redisAsyncFree(ac);
 }
 
@@ -236,7 +251,11 @@ static void rlimit_send_token(struct rlimit *r, enum rlimit_command command)
                     c->redis_key_prefix, c->redis_key_prefix, c->rate_milli, c->burst);
 }
 
-/* Stores the SHA1 of a loaded script; the connection is ready once both are known. */
+/*
+ * Stores the SHA1 of a loaded script. Once both are known the connection is ready, and it
+ * requests a token at once: Redis counts as up only after the token script has run, since a
+ * server can accept connections and scripts and still fail every call of it.
+ */
 static void rlimit_loaded(struct rlimit *r, char *sha, const redisReply *reply)
 {
         if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
@@ -247,22 +266,35 @@ static void rlimit_loaded(struct rlimit *r, char *sha, const redisReply *reply)
         sha[40] = '\0';
         if (r->token_sha[0] != '\0' && r->pause_sha[0] != '\0' && !r->ready) {
                 r->ready = 1;
-                r->failures = 0;
-                r->event = RLIMIT_EVENT_UP;
+                r->ready_ns = shm_now_ns();
+                if (!r->token_requested && !r->granted) {
+                        r->token_requested = 1;
+                        rlimit_send_token(r, RLIMIT_TOKEN);
+                }
         }
 }
 
 static void rlimit_token_reply(struct rlimit *r, const redisReply *reply)
 {
         r->token_requested = 0;
-        if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) {
+        if (reply->type != REDIS_REPLY_INTEGER || reply->integer == LLONG_MIN) {
                 rlimit_fail(r, "EVALSHA", "unexpected reply to the token script");
                 return;
         }
-        if (reply->integer == 0)
+        if (reply->integer == 0) {
                 r->granted = 1;
-        else
-                r->ask_after_ns = shm_now_ns() + (uint64_t)reply->integer * 1000ULL;
+        } else {
+                long long wait_us = reply->integer > 0 ? reply->integer : -reply->integer;
+                uint64_t now = shm_now_ns(), wait_ns = (uint64_t)wait_us * 1000ULL;
+
+                if (reply->integer < 0)
+                        r->pause_until_ns = now + wait_ns;
+                /* A long pause, or a wait from a damaged key, is checked again every second. */
+                if (wait_us > (long long)(RLIMIT_MAX_WAIT_NS / 1000ULL))
+                        wait_ns = RLIMIT_MAX_WAIT_NS;
+                r->ask_after_ns = now + wait_ns;
+        }
+        r->failures = 0;
         r->event = RLIMIT_EVENT_UP;
 }
 
@@ -312,6 +344,7 @@ static void rlimit_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
                 rlimit_token_reply(r, reply);
                 break;
         case RLIMIT_PAUSE:
+                r->failures = 0;
                 r->event = RLIMIT_EVENT_UP;
                 break;
         }

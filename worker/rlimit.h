@@ -30,6 +30,7 @@ struct rlimit {
         const struct conf *conf;
         redisAsyncContext *ac; /* NULL while disconnected */
         int ready;             /* both scripts are loaded on this connection */
+        uint64_t ready_ns;     /* when it became ready */
         int want_read, want_write;
         char token_sha[41], pause_sha[41];
         unsigned outstanding;    /* replies still expected on this connection */
@@ -39,6 +40,7 @@ struct rlimit {
         int token_requested;     /* a token request is in flight */
         int granted;             /* Redis granted a token that is not spent yet */
         uint64_t ask_after_ns;   /* Redis replied that no token is due before this */
+        uint64_t pause_until_ns; /* a shared pause Redis reported, 0 once the worker read it */
         enum rlimit_event event; /* set by the callbacks, read and cleared by the worker */
         char error[256];         /* the last failure, for the log */
 };

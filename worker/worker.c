@@ -541,6 +541,8 @@ static void worker_redis_switch(struct worker_state *w, uint32_t down)
         if (atomic_load_explicit(&h->redis.down, memory_order_relaxed) != down) {
                 if (down && w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE)
                         worker_fallback_init(w, now);
+                if (down)
+                        atomic_store_explicit(&h->redis.down_since_ns, now, memory_order_relaxed);
                 atomic_store_explicit(&h->redis.down, down, memory_order_relaxed);
                 switched = 1;
         }
@@ -568,11 +570,29 @@ static void worker_redis_event(struct worker_state *w)
         enum rlimit_event event = w->rl.event;
 
         w->rl.event = RLIMIT_EVENT_NONE;
+        if (w->rl.pause_until_ns != 0) {
+                _Atomic uint64_t *until = &w->shm.header->redis.pause_until_ns;
+                uint64_t seen = atomic_load_explicit(until, memory_order_relaxed);
+
+                /* The latest end wins, so that incsearchctl status shows the whole pause. */
+                while (seen < w->rl.pause_until_ns &&
+                       !atomic_compare_exchange_weak_explicit(until, &seen, w->rl.pause_until_ns,
+                                                              memory_order_relaxed,
+                                                              memory_order_relaxed))
+                        ;
+                w->rl.pause_until_ns = 0;
+        }
         if (event == RLIMIT_EVENT_DOWN) {
                 atomic_fetch_add_explicit(&w->shm.header->redis.errors, 1, memory_order_relaxed);
                 log_debug("Redis: %s", w->rl.error);
                 worker_redis_switch(w, 1);
-        } else if (event == RLIMIT_EVENT_UP) {
+        } else if (event == RLIMIT_EVENT_UP &&
+                   w->rl.ready_ns > atomic_load_explicit(&w->shm.header->redis.down_since_ns,
+                                                         memory_order_relaxed)) {
+                /*
+                 * Only a connection made after the switch brings the host back: a reply on an
+                 * older one may answer a request sent before the failure that caused it.
+                 */
                 worker_redis_switch(w, 0);
         }
 }
