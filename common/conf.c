@@ -689,6 +689,16 @@ static void conf_parse_line(struct conf_parser *p, char *line, enum conf_section
         conf_error(p, p->line, "unknown key %s in [%s]", name, conf_section_names[*section]);
 }
 
+/* Returns the line that set the key NAME, or the last line if none did. */
+static unsigned conf_key_line(const struct conf_parser *p, const char *name)
+{
+        for (size_t i = 0; i < CONF_KEY_COUNT; i++) {
+                if (strcmp(conf_keys[i].name, name) == 0 && p->seen[i] != 0)
+                        return p->seen[i];
+        }
+        return p->line;
+}
+
 int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_len)
 {
         struct conf_parser p = {
@@ -742,8 +752,15 @@ int conf_load(struct conf *conf, const char *path, char *errors, size_t errors_l
         if (p.error_count == 0 && conf->min_query_chars > conf->max_query_bytes)
                 conf_error(&p, p.line, "min_query_chars (%u) is larger than max_query_bytes (%u)",
                            conf->min_query_chars, conf->max_query_bytes);
+        /* Without a prefix the keys would be plain "bucket", "pause" and "cache:..." */
+        if (conf->redis_key_prefix[0] == '\0')
+                conf_error(&p, conf_key_line(&p, "redis_key_prefix"),
+                           "empty redis_key_prefix: expected a prefix such as incsearchd: that "
+                           "keeps incsearchd's keys apart from others in the same database");
         if ((conf->tls_cert[0] == '\0') != (conf->tls_key[0] == '\0'))
-                conf_error(&p, p.line, "tls_cert and tls_key must be set together");
+                conf_error(&p,
+                           conf_key_line(&p, conf->tls_cert[0] != '\0' ? "tls_cert" : "tls_key"),
+                           "tls_cert and tls_key must be set together");
         if (conf->redis.password[0] != '\0' && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
                 conf_error(&p, p.line,
                            "redis_url holds a password and the file is readable by %s (mode "

@@ -263,10 +263,21 @@ static json_object *rcache_check_value(const struct rcache_lookup *l, const redi
                 rcache.counters.misses++;
                 return NULL;
         }
+        /* A key of another type is a bad value that the API's result will replace. */
+        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "WRONGTYPE", 9) == 0) {
+                rcache.counters.bad_values++;
+                rcache_log_bad_value(l, "is not a string");
+                return NULL;
+        }
         if (reply->type == REDIS_REPLY_ERROR) {
+                char key[256];
+
                 rcache.counters.errors++;
+                rcache_printable(l->key, l->key_len, key, sizeof(key));
                 log_limited(&rcache.error_limit, LOG_LEVEL_WARN,
-                            "shared cache: Redis GETRANGE failed: %s", reply->str);
+                            "shared cache: Redis GETRANGE on key %s" RCACHE_KEY_INFIX
+                            "%s failed: %s",
+                            daemon_state.conf.redis_key_prefix, key, reply->str);
                 return NULL;
         }
         problem = rcache_parse_value(reply, &results);
@@ -295,7 +306,7 @@ static void rcache_ready_reply(redisAsyncContext *ac, const redisReply *reply)
         if (reply == NULL || reply->type == REDIS_REPLY_ERROR || ac != rcache.ctx)
                 return;
         if (rcache.down_logged)
-                log_warn("shared cache: Redis at %s is back; queries use it again", rcache.where);
+                log_info("shared cache: Redis at %s is back; queries use it again", rcache.where);
         else
                 log_info("shared cache: connected to Redis at %s", rcache.where);
         rcache.down_logged = 0;

@@ -129,6 +129,7 @@ static const struct conf_bad_case conf_bad_cases[] = {
     {"redis_url = redis://:secret@h:99999", "invalid redis_url"},
     {"redis_url = unix:relative.sock", "invalid redis_url"},
     {"expected_hosts = 0", "invalid value '0' for expected_hosts"},
+    {"redis_key_prefix =", "empty redis_key_prefix"},
 };
 
 START_TEST(conf_bad_line_reported)
@@ -216,6 +217,8 @@ START_TEST(conf_tls_needs_both)
         ck_assert_int_eq(conf_try(&conf, text, errors, sizeof(errors)), 1);
         ck_assert_msg(strstr(errors, "tls_cert and tls_key must be set together") != NULL, "%s",
                       errors);
+        /* The message points at the key that was set, not at the end of the file. */
+        ck_assert_str_eq(errors, conf_expect(2, "tls_cert and tls_key must be set together\n"));
 }
 END_TEST
 

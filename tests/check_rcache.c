@@ -281,8 +281,9 @@ START_TEST(rcache_bad_values_ignored)
             {"incsearchd:cache:chi", "[\"\xed\xa0\x80\"]"},   /* a surrogate */
             {"incsearchd:cache:den", "{\"n\": NaN}"},         /* not for JSON.parse */
             {"incsearchd:cache:fra", "[\""},                  /* over max_result_bytes */
+            {"incsearchd:cache:ger", NULL},                   /* a list, not a string */
         };
-        static const char *const queries[] = {"alb", "bra", "chi", "den", "fra"};
+        static const char *const queries[] = {"alb", "bra", "chi", "den", "fra", "ger"};
         char big[3001], out[4096];
         const char *const append_big[] = {"APPEND", "incsearchd:cache:fra", big, NULL};
         const char *const append_end[] = {"APPEND", "incsearchd:cache:fra", "\"]", NULL};
@@ -296,9 +297,10 @@ START_TEST(rcache_bad_values_ignored)
         rcache_expect_up(&one);
         for (size_t i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
                 const char *const set[] = {"SET", planted[i][0], planted[i][1], NULL};
+                const char *const push[] = {"RPUSH", planted[i][0], "a", "b", NULL};
 
-                rcache_redis(set, out, sizeof(out));
-                ck_assert_str_eq(out, "+OK");
+                rcache_redis(planted[i][1] != NULL ? set : push, out, sizeof(out));
+                ck_assert_str_eq(out, planted[i][1] != NULL ? "+OK" : ":2");
         }
         /* 6004 bytes of valid JSON, in pieces that fit the harness's request buffer. */
         rcache_redis(append_big, out, sizeof(out));
@@ -329,12 +331,13 @@ START_TEST(rcache_bad_values_ignored)
                 }
                 ck_assert_msg(strncmp(out, "[{", 2) == 0, "%s holds %.60s", planted[i][0], out);
         }
-        ck_assert_int_eq(rcache_lookups(&one, "bad_value"), 5);
+        ck_assert_int_eq(rcache_lookups(&one, "bad_value"), 6);
         ck_assert_int_eq(rcache_lookups(&one, "hit"), 0);
         ck_assert(rcache_log_contains(&one, "the value of Redis key incsearchd:cache:alb is not "
                                             "valid JSON"));
         ck_assert(rcache_log_contains(&one, "incsearchd:cache:fra is larger than "
                                             "max_result_bytes"));
+        ck_assert(rcache_log_contains(&one, "incsearchd:cache:ger is not a string"));
         close(fd);
 }
 END_TEST
