@@ -756,14 +756,14 @@ END_TEST
 
 START_TEST(e2e_invalid_config_exit)
 {
-        char dir[] = "/tmp/incsearchd-conf-XXXXXX", conf[128], log[128], text[4096];
+        char dir[64], conf[128], log[128], text[4096];
         char *argv[] = {"incsearchd", "-c", conf, NULL};
         int status, fd;
         ssize_t n;
         FILE *f;
         pid_t pid;
 
-        ck_assert_ptr_nonnull(mkdtemp(dir));
+        harness_make_dir(dir, sizeof(dir), "conf");
         snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
         snprintf(log, sizeof(log), "%s/log", dir);
         f = fopen(conf, "w");

@@ -2,15 +2,21 @@
  * Runs every suite. Each test runs in a child process (Check's default), so a crash fails one
  * test and the rest go on. CK_RUN_SUITE selects one suite by name.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "harness.h"
 #include "suites.h"
 
 int main(void)
 {
-        SRunner *runner = srunner_create(conf_suite());
+        SRunner *runner;
+        unsigned kept;
         int failed;
 
+        harness_begin();
+        runner = srunner_create(conf_suite());
         srunner_add_suite(runner, bucket_suite());
         srunner_add_suite(runner, slot_suite());
         srunner_add_suite(runner, ws_suite());
@@ -31,5 +37,10 @@ int main(void)
         srunner_run_all(runner, CK_NORMAL);
         failed = srunner_ntests_failed(runner);
         srunner_free(runner);
+        /* A failed test skips its teardown: its folders stay for reading, its segments go. */
+        kept = harness_sweep(failed != 0 || getenv("INCSEARCHD_KEEP_LOGS") != NULL);
+        if (kept > 0)
+                fprintf(stderr, "kept %u test folders with their logs: /tmp/incsearchd-run%d-*\n",
+                        kept, (int)getpid());
         return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -286,8 +286,7 @@ static void nginx_expect_clients(long a, long b)
 
 static void nginx_setup(void)
 {
-        snprintf(nginx_dir, sizeof(nginx_dir), "/tmp/incsearchd-nginx-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(nginx_dir));
+        harness_make_dir(nginx_dir, sizeof(nginx_dir), "nginx");
 }
 
 static void nginx_teardown(void)

@@ -635,8 +635,7 @@ START_TEST(notify_ready_reload_stopping)
         char dir[64], out[2048];
         int fd;
 
-        snprintf(dir, sizeof(dir), "/tmp/incsearchd-notify-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(dir));
+        harness_make_dir(dir, sizeof(dir), "notify");
         snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/notify", dir);
         fd = socket(AF_UNIX, SOCK_DGRAM, 0);
         ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);

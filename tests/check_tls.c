@@ -33,8 +33,7 @@ static char tls_server[512];
 static void tls_setup(void)
 {
         signal(SIGPIPE, SIG_IGN);
-        snprintf(tls_dir, sizeof(tls_dir), "/tmp/incsearchd-tls-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(tls_dir));
+        harness_make_dir(tls_dir, sizeof(tls_dir), "tls");
         snprintf(tls_cert, sizeof(tls_cert), "%s/cert.pem", tls_dir);
         snprintf(tls_key, sizeof(tls_key), "%s/key.pem", tls_dir);
         harness_make_cert(tls_cert, tls_key);

@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,6 +19,57 @@
 
 #include <check.h>
 #include <json-c/json.h>
+
+static pid_t harness_runner;
+
+void harness_begin(void)
+{
+        harness_runner = getpid();
+}
+
+void harness_make_dir(char *dir, size_t len, const char *kind)
+{
+        snprintf(dir, len, "/tmp/incsearchd-run%d-%s-XXXXXX",
+                 (int)(harness_runner != 0 ? harness_runner : getpid()), kind);
+        ck_assert_msg(mkdtemp(dir) != NULL, "cannot create %s: %s", dir, strerror(errno));
+}
+
+unsigned harness_sweep(int keep_dirs)
+{
+        char shm_prefix[64], dir_prefix[64], command[512];
+        unsigned kept = 0;
+        struct dirent *entry;
+        DIR *d;
+
+        snprintf(shm_prefix, sizeof(shm_prefix), "incsearchd-test-%d-", (int)harness_runner);
+        snprintf(dir_prefix, sizeof(dir_prefix), "incsearchd-run%d-", (int)harness_runner);
+        d = opendir("/dev/shm");
+        while (d != NULL && (entry = readdir(d)) != NULL) {
+                char name[300];
+
+                if (strncmp(entry->d_name, shm_prefix, strlen(shm_prefix)) != 0)
+                        continue;
+                snprintf(name, sizeof(name), "/%s", entry->d_name);
+                shm_unlink(name);
+        }
+        if (d != NULL)
+                closedir(d);
+        d = opendir("/tmp");
+        while (d != NULL && (entry = readdir(d)) != NULL) {
+                if (strncmp(entry->d_name, dir_prefix, strlen(dir_prefix)) != 0)
+                        continue;
+                if (keep_dirs) {
+                        kept++;
+                        continue;
+                }
+                snprintf(command, sizeof(command), "rm -rf '/tmp/%s'", entry->d_name);
+                if (system(command) != 0)
+                        fprintf(stderr, "cannot remove /tmp/%s\n", entry->d_name);
+        }
+        if (d != NULL)
+                closedir(d);
+        return kept;
+}
 
 const char *harness_build_dir(void)
 {
@@ -205,11 +257,11 @@ void harness_start(struct harness *h, const struct harness_options *o)
         if (o == NULL)
                 o = &defaults;
         memset(h, 0, sizeof(*h));
-        snprintf(h->dir, sizeof(h->dir), "/tmp/incsearchd-test-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(h->dir));
+        harness_make_dir(h->dir, sizeof(h->dir), "test");
         snprintf(h->conf_path, sizeof(h->conf_path), "%s/incsearchd.conf", h->dir);
         /* Two instances in one test need two segments. */
-        snprintf(h->shm_name, sizeof(h->shm_name), "/incsearchd-test-%d-%u", (int)getpid(),
+        snprintf(h->shm_name, sizeof(h->shm_name), "/incsearchd-test-%d-%d-%u",
+                 (int)(harness_runner != 0 ? harness_runner : getpid()), (int)getpid(),
                  harness_instances++);
         snprintf(h->control_path, sizeof(h->control_path), "%s/control.sock", h->dir);
         snprintf(api_log, sizeof(api_log), "%s/demo-api.log", h->dir);
@@ -411,8 +463,7 @@ void harness_redis_start(struct harness_redis *r)
         char answer[64];
 
         if (r->dir[0] == '\0') {
-                snprintf(r->dir, sizeof(r->dir), "/tmp/incsearchd-redis-XXXXXX");
-                ck_assert_ptr_nonnull(mkdtemp(r->dir));
+                harness_make_dir(r->dir, sizeof(r->dir), "redis");
         }
         snprintf(log, sizeof(log), "%s/redis.log", r->dir);
         for (int attempt = 0; attempt < 3 && r->pid == 0; attempt++) {

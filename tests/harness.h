@@ -10,6 +10,24 @@
 /* Returns the build folder holding the programs: $INCSEARCHD_BUILD, or "build". */
 const char *harness_build_dir(void);
 
+/*
+ * Records the test runner's pid, which names every temporary folder and shared-memory segment
+ * of this run, so that harness_sweep finds them. Call it before the tests run.
+ */
+void harness_begin(void);
+
+/*
+ * Creates a new folder /tmp/incsearchd-runPID-KIND-XXXXXX into DIR (of LEN bytes), failing the
+ * test if it cannot.
+ */
+void harness_make_dir(char *dir, size_t len, const char *kind);
+
+/*
+ * Removes the shared-memory segments this run left behind (a test that fails skips its
+ * teardown) and, unless KEEP_DIRS, its temporary folders. Returns how many folders it kept.
+ */
+unsigned harness_sweep(int keep_dirs);
+
 /* Returns a TCP port on 127.0.0.1 that was free a moment ago. */
 int harness_free_port(void);
 
