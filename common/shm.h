@@ -107,13 +107,13 @@ struct shm_counters {
  * one that changes it logs the switch, so each switch is logged once per host.
  */
 struct shm_redis {
-        _Atomic uint32_t down; /* 1 while Redis cannot be reached and the fallback applies */
-        uint32_t reserved;
+        _Atomic uint32_t down;   /* 1 while Redis cannot be reached and the fallback applies */
+        _Atomic uint32_t drain;  /* 1: empty the shared bucket when Redis is back (local_share) */
         _Atomic uint64_t errors; /* failed connects, error replies and commands past the timeout */
         _Atomic uint64_t switches; /* changes between up and down, both ways */
         _Atomic uint64_t granted;  /* tokens Redis gave this host's workers */
         _Atomic uint64_t dropped;  /* granted tokens that found no query left to spend them on */
-        _Atomic uint64_t down_since_ns; /* when the host last switched to its fallback */
+        _Atomic uint64_t down_since_ns;  /* when the host last switched to its fallback */
         _Atomic uint64_t pause_until_ns; /* end of the API's pause that Redis last reported */
         /* redis_fallback = local_share: rate / expected_hosts, emptied at each switch; under lock
          */

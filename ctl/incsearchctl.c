@@ -177,8 +177,10 @@ static void ctl_print_status(json_object *r)
         printf("results   %" PRIu64 " delivered, %" PRIu64 " stale dropped\n",
                ctl_u64(r, "results.delivered"), ctl_u64(r, "results.stale_dropped"));
         ctl_print_bucket(r);
-        if (pause_ms > 0)
-                printf("paused for %" PRIu64 " ms after a 429\n", pause_ms);
+        if (pause_ms >= 10000)
+                printf("paused for %.0f s at the API's request\n", (double)pause_ms / 1000);
+        else if (pause_ms > 0)
+                printf("paused for %" PRIu64 " ms at the API's request\n", pause_ms);
         else
                 printf("not paused\n");
         if (ctl_get(r, "redis") != NULL)

@@ -139,7 +139,8 @@ static json_object *control_workers(const char *arg)
                 json_object_object_add(entry, "calls", json_object_new_uint64(calls));
                 json_object_object_add(entry, "requests",
                                        json_object_new_uint64(atomic_load(&sw->requests)));
-                json_object_object_add(entry, "restarts", json_object_new_uint64(w->restarts_total));
+                json_object_object_add(entry, "restarts",
+                                       json_object_new_uint64(w->restarts_total));
                 json_object_array_add(list, entry);
         }
         json_object_object_add(reply, "workers", list);

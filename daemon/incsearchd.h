@@ -116,9 +116,9 @@ struct stats {
         uint64_t bucket_micro_tokens; /* micro-tokens (BUCKET_UNIT per call) available now */
         uint64_t rate_milli;          /* calls per 1000 s */
         uint32_t burst;
-        uint64_t pause_left_ms; /* until API calls may start again after a 429 */
+        uint64_t pause_left_ms;    /* until API calls may start again after a 429 */
         const char *bucket_source; /* "shm", "redis", "local_share" or "none" */
-        uint32_t fifo_depth;    /* slots waiting for an API call */
+        uint32_t fifo_depth;       /* slots waiting for an API call */
         struct stats_latency queue_wait, api_time, keystroke;
 
         /* The shared rate limit, with rate_limit_backend = redis. */

@@ -192,8 +192,11 @@ json_object *stats_json(const struct stats *s)
         stats_add(results, "stale_dropped", s->stale_dropped);
         json_object_object_add(root, "results", results);
 
-        json_object_object_add(
-            bucket, "tokens", json_object_new_double((double)s->bucket_micro_tokens / BUCKET_UNIT));
+        /* With the bucket in Redis no host knows its tokens. */
+        if (strcmp(s->bucket_source, "shm") == 0 || strcmp(s->bucket_source, "local_share") == 0)
+                json_object_object_add(
+                    bucket, "tokens",
+                    json_object_new_double((double)s->bucket_micro_tokens / BUCKET_UNIT));
         json_object_object_add(bucket, "rate",
                                json_object_new_double((double)s->rate_milli / 1000));
         stats_add(bucket, "burst", s->burst);

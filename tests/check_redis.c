@@ -8,6 +8,7 @@
  * call exactly when some window of length T saw more than burst + rate * T calls; zero
  * violations is that bound for every window.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,8 +80,8 @@ static void redis_load(redisContext *c, const char *script, char sha[41])
 static long long redis_token(redisContext *c, const char *sha, const char *rate_milli,
                              const char *burst)
 {
-        redisReply *reply =
-            redisCommand(c, "EVALSHA %s 2 t:bucket t:pause %s %s", sha, rate_milli, burst);
+        redisReply *reply = redisCommand(c, "EVALSHA %s 2 t:bucket t:pause %s %s 86400000 0", sha,
+                                         rate_milli, burst);
         long long value;
 
         ck_assert_ptr_nonnull(reply);
@@ -169,6 +170,47 @@ START_TEST(redis_script_pause_honoured)
         wait = redis_token(c, token_sha, "10000", "5");
         ck_assert_int_gt(wait, 0);
         ck_assert_int_le(wait, 100000);
+        redisFree(c);
+}
+END_TEST
+
+/* A request with the drain flag empties a full bucket: the next token is an interval away. */
+START_TEST(redis_script_drain_empties)
+{
+        redisContext *c;
+        char sha[41];
+        redisReply *reply;
+
+        harness_redis_start(&redis_server);
+        c = redis_connect();
+        redis_load(c, rlimit_token_script, sha);
+        redis_command_ok(c, "SET t:bucket 0");
+        reply = redisCommand(c, "EVALSHA %s 2 t:bucket t:pause 10000 5 86400000 1", sha);
+        ck_assert_ptr_nonnull(reply);
+        ck_assert_int_eq(reply->type, REDIS_REPLY_INTEGER);
+        ck_assert_int_gt(reply->integer, 0);
+        ck_assert_int_le(reply->integer, 100000);
+        freeReplyObject(reply);
+        redisFree(c);
+}
+END_TEST
+
+/* A pause longer than any worker sets is damage: the script deletes it and goes on. */
+START_TEST(redis_script_long_pause_deleted)
+{
+        redisContext *c;
+        char sha[41];
+        redisReply *reply;
+
+        harness_redis_start(&redis_server);
+        c = redis_connect();
+        redis_load(c, rlimit_token_script, sha);
+        redis_command_ok(c, "SET t:bucket 0");
+        redis_command_ok(c, "SET t:pause 1 PX 9000000000000");
+        ck_assert_int_eq(redis_token(c, sha, "10000", "5"), 0);
+        reply = redisCommand(c, "EXISTS t:pause");
+        ck_assert_int_eq(reply->integer, 0);
+        freeReplyObject(reply);
         redisFree(c);
 }
 END_TEST
@@ -624,6 +666,13 @@ START_TEST(redis_failing_script_no_flapping)
         ck_assert_str_eq(answer, "+OK");
         redis_type(t, 2 * REDIS_CLIENTS, 500);
         redis_wait_up(1);
+        /*
+         * The bucket in Redis refilled while the hosts spent their local shares; the host that
+         * comes back empties it, so its burst does not come on top.
+         */
+        redis_type(t, 2 * REDIS_CLIENTS, 1500);
+        ck_assert_uint_eq(redis_finish(t, 2 * REDIS_CLIENTS, NULL), 2 * REDIS_CLIENTS);
+        ck_assert_int_eq(harness_api_stat(&redis_a, "violations"), 0);
         redis_close_typists(t);
 }
 END_TEST
@@ -667,6 +716,23 @@ static unsigned redis_log_count(const struct harness *h, const char *text)
         fclose(f);
         return count;
 }
+
+/* A host reloaded with a rate other than the one the other host wrote to Redis warns. */
+START_TEST(redis_mismatched_limit_warned)
+{
+        redis_start_pair("rate_limit_backend = redis\nredis_fallback = closed", NULL);
+        redis_wait_up(1);
+        redis_edit_conf(&redis_b, "rate =", "rate = 10");
+        ck_assert_int_eq(kill(redis_b.daemon_pid, SIGHUP), 0);
+        for (int waited = 0; waited < 10000; waited += 50) {
+                if (redis_log_count(&redis_b, "another host shares this Redis bucket") > 0)
+                        break;
+                redis_sleep_ms(50);
+        }
+        ck_assert_uint_gt(redis_log_count(&redis_b, "another host shares this Redis bucket"), 0);
+        ck_assert_uint_eq(redis_log_count(&redis_a, "another host shares this Redis bucket"), 0);
+}
+END_TEST
 
 /*
  * An instance whose redis_url points at a port without a server logs the switch once (it has
@@ -738,6 +804,8 @@ Suite *redis_suite(void)
         tcase_add_test(script, redis_script_pause_honoured);
         tcase_add_test(script, redis_script_many_callers);
         tcase_add_test(script, redis_url_hides_password);
+        tcase_add_test(script, redis_script_drain_empties);
+        tcase_add_test(script, redis_script_long_pause_deleted);
         tcase_add_loop_test(script, redis_script_damaged_key_repaired, 0,
                             (int)(sizeof(redis_damaged_values) / sizeof(redis_damaged_values[0])));
         suite_add_tcase(s, script);
@@ -751,6 +819,7 @@ Suite *redis_suite(void)
         tcase_add_test(shared, redis_reload_url_reconnects);
         tcase_add_test(shared, redis_far_future_key_recovers);
         tcase_add_test(shared, redis_shared_pause_shown);
+        tcase_add_test(shared, redis_mismatched_limit_warned);
         tcase_add_test(shared, redis_failing_script_no_flapping);
         suite_add_tcase(s, shared);
         return s;

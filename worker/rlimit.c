@@ -13,24 +13,29 @@
 
 #define RLIMIT_BACKOFF_MIN_MS 100ULL
 #define RLIMIT_BACKOFF_MAX_MS 2000ULL
+/* The longest pause a worker sets (API_MAX_DELAY_S in api.c); a longer one in Redis is damage. */
+#define RLIMIT_MAX_PAUSE_MS 86400000ULL
 /* The longest a worker waits before asking again, whatever wait Redis returned. */
 #define RLIMIT_MAX_WAIT_NS 1000000000ULL
 
 /*
  * KEYS[1] the bucket, KEYS[2] the pause; ARGV[1] the rate in thousandths of a call per second,
- * ARGV[2] the burst. Returns 0 for a token, the microseconds until one is due, or minus the
- * microseconds left in the API's pause. The bucket
- * holds GCRA's theoretical arrival time in integer microseconds of Redis's clock. The interval
- * is rounded up, so rounding only ever slows calls down. The key has no TTL: a missing key
- * means a new or restarted Redis, and starts empty.
+ * ARGV[2] the burst, ARGV[3] the longest pause a worker sets, in milliseconds, and ARGV[4] 1 to
+ * empty the bucket first (a host back from local_share has spent its own tokens meanwhile,
+ * while the bucket here refilled). Returns 0 for a token, the microseconds until one is due, or
+ * minus the microseconds left in the API's pause. The bucket holds GCRA's theoretical arrival time
+ * in integer microseconds of Redis's clock. The interval is rounded up, so rounding only ever slows
+ * calls down. The key has no TTL: a missing key means a new or restarted Redis, and starts empty.
  *
  * A value that no run of these scripts can leave (another type, not a number, or further
  * ahead than an empty bucket after a pause that has ended) is replaced by an empty bucket, so
- * a damaged key costs at most one burst of waiting instead of stopping every host.
+ * a damaged key costs at most one burst of waiting instead of stopping every host. A pause
+ * longer than any worker sets is deleted for the same reason.
  */
 const char rlimit_token_script[] =
     "local pause = redis.call('PTTL', KEYS[2])\n"
-    "if pause > 0 then return -pause * 1000 end\n"
+    "if pause > tonumber(ARGV[3]) then redis.call('DEL', KEYS[2])\n"
+    "elseif pause > 0 then return -pause * 1000 end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local interval = math.ceil(1000000000 / tonumber(ARGV[1]))\n"
@@ -39,6 +44,10 @@ const char rlimit_token_script[] =
     "local tat = nil\n"
     "if type(value) == 'string' then tat = tonumber(value) end\n"
     "if not tat or tat ~= tat or tat > now + limit + interval + 2000 then\n"
+    "  tat = now + limit\n"
+    "  redis.call('SET', KEYS[1], string.format('%d', tat))\n"
+    "end\n"
+    "if ARGV[4] == '1' and tat < now + limit then\n"
     "  tat = now + limit\n"
     "  redis.call('SET', KEYS[1], string.format('%d', tat))\n"
     "end\n"
@@ -77,10 +86,11 @@ enum rlimit_command {
         RLIMIT_TOKEN,
         RLIMIT_TOKEN_AGAIN, /* the token request sent again after NOSCRIPT */
         RLIMIT_PAUSE,
+        RLIMIT_ANNOUNCE,
 };
 
 static const char *const rlimit_command_names[] = {
-    "AUTH", "SELECT", "SCRIPT LOAD", "SCRIPT LOAD", "EVALSHA", "EVALSHA", "EVALSHA",
+    "AUTH", "SELECT", "SCRIPT LOAD", "SCRIPT LOAD", "EVALSHA", "EVALSHA", "EVALSHA", "GETSET",
 };
 
 void rlimit_url(const struct conf *conf, char *out, size_t len)
@@ -247,8 +257,31 @@ static void rlimit_send_token(struct rlimit *r, enum rlimit_command command)
 {
         const struct conf *c = r->conf;
 
-        rlimit_send(r, command, "EVALSHA %s 2 %sbucket %spause %" PRIu64 " %" PRIu32, r->token_sha,
-                    c->redis_key_prefix, c->redis_key_prefix, c->rate_milli, c->burst);
+        rlimit_send(r, command, "EVALSHA %s 2 %sbucket %spause %" PRIu64 " %" PRIu32 " %llu %d",
+                    r->token_sha, c->redis_key_prefix, c->redis_key_prefix, c->rate_milli, c->burst,
+                    RLIMIT_MAX_PAUSE_MS, r->drain ? 1 : 0);
+}
+
+void rlimit_announce(struct rlimit *r)
+{
+        const struct conf *c = r->conf;
+
+        if (r->ac == NULL || !r->ready)
+                return;
+        rlimit_send(r, RLIMIT_ANNOUNCE, "GETSET %slimit %" PRIu64 ":%" PRIu32, c->redis_key_prefix,
+                    c->rate_milli, c->burst);
+}
+
+/* Notes a different rate or burst that another host wrote, for the worker to log. */
+static void rlimit_announced(struct rlimit *r, const redisReply *reply)
+{
+        char own[64];
+
+        if (reply->type != REDIS_REPLY_STRING)
+                return;
+        snprintf(own, sizeof(own), "%" PRIu64 ":%" PRIu32, r->conf->rate_milli, r->conf->burst);
+        if (strcmp(reply->str, own) != 0)
+                snprintf(r->other_limit, sizeof(r->other_limit), "%.60s", reply->str);
 }
 
 /*
@@ -267,6 +300,7 @@ static void rlimit_loaded(struct rlimit *r, char *sha, const redisReply *reply)
         if (r->token_sha[0] != '\0' && r->pause_sha[0] != '\0' && !r->ready) {
                 r->ready = 1;
                 r->ready_ns = shm_now_ns();
+                rlimit_announce(r);
                 if (!r->token_requested && !r->granted) {
                         r->token_requested = 1;
                         rlimit_send_token(r, RLIMIT_TOKEN);
@@ -281,6 +315,8 @@ static void rlimit_token_reply(struct rlimit *r, const redisReply *reply)
                 rlimit_fail(r, "EVALSHA", "unexpected reply to the token script");
                 return;
         }
+        r->pause_reported = 1;
+        r->pause_until_ns = 0;
         if (reply->integer == 0) {
                 r->granted = 1;
         } else {
@@ -342,6 +378,9 @@ static void rlimit_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
         case RLIMIT_TOKEN:
         case RLIMIT_TOKEN_AGAIN:
                 rlimit_token_reply(r, reply);
+                break;
+        case RLIMIT_ANNOUNCE:
+                rlimit_announced(r, reply);
                 break;
         case RLIMIT_PAUSE:
                 r->failures = 0;

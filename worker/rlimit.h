@@ -40,13 +40,19 @@ struct rlimit {
         int token_requested;     /* a token request is in flight */
         int granted;             /* Redis granted a token that is not spent yet */
         uint64_t ask_after_ns;   /* Redis replied that no token is due before this */
-        uint64_t pause_until_ns; /* a shared pause Redis reported, 0 once the worker read it */
+        uint64_t pause_until_ns; /* end of the shared pause in the last token reply, 0 for none */
+        int pause_reported;      /* a token reply came since the worker last read the pause */
+        int drain;               /* empty the bucket with the next token request */
+        char other_limit[64]; /* "RATE_MILLI:BURST" another host wrote, until the worker logs it */
         enum rlimit_event event; /* set by the callbacks, read and cleared by the worker */
         char error[256];         /* the last failure, for the log */
 };
 
 /* Starts with no connection; the first rlimit_tick connects. CONF must outlive R. */
 void rlimit_init(struct rlimit *r, const struct conf *conf);
+
+/* Writes this host's rate and burst to Redis, noting another host's if they differ. */
+void rlimit_announce(struct rlimit *r);
 
 /* Drops the connection and any token; pending callbacks see a reply of NULL and ignore it. */
 void rlimit_close(struct rlimit *r);

@@ -392,6 +392,8 @@ static void worker_throttled(struct worker_state *w, struct api_call *call,
         int requeued;
 
         shm_count(&w->shm, api_throttled);
+        /* A 429 or 503 is a failed call too, so errors.total covers every kind it lists. */
+        shm_count(&w->shm, api_errors);
         if (outcome->http_status == 429)
                 shm_count(&w->shm, api_429);
         if (!outcome->has_delay)
@@ -543,6 +545,13 @@ static void worker_redis_switch(struct worker_state *w, uint32_t down)
                         worker_fallback_init(w, now);
                 if (down)
                         atomic_store_explicit(&h->redis.down_since_ns, now, memory_order_relaxed);
+                /*
+                 * Calls spent from the local share while the shared bucket refilled: the token
+                 * request that brings the host back empties it, and nothing after it.
+                 */
+                atomic_store_explicit(&h->redis.drain,
+                                      down && w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE,
+                                      memory_order_relaxed);
                 atomic_store_explicit(&h->redis.down, down, memory_order_relaxed);
                 switched = 1;
         }
@@ -570,17 +579,19 @@ static void worker_redis_event(struct worker_state *w)
         enum rlimit_event event = w->rl.event;
 
         w->rl.event = RLIMIT_EVENT_NONE;
-        if (w->rl.pause_until_ns != 0) {
-                _Atomic uint64_t *until = &w->shm.header->redis.pause_until_ns;
-                uint64_t seen = atomic_load_explicit(until, memory_order_relaxed);
-
-                /* The latest end wins, so that incsearchctl status shows the whole pause. */
-                while (seen < w->rl.pause_until_ns &&
-                       !atomic_compare_exchange_weak_explicit(until, &seen, w->rl.pause_until_ns,
-                                                              memory_order_relaxed,
-                                                              memory_order_relaxed))
-                        ;
-                w->rl.pause_until_ns = 0;
+        /* The last token reply tells whether Redis holds a pause now, for incsearchctl status. */
+        if (w->rl.pause_reported) {
+                atomic_store_explicit(&w->shm.header->redis.pause_until_ns, w->rl.pause_until_ns,
+                                      memory_order_relaxed);
+                w->rl.pause_reported = 0;
+        }
+        if (w->rl.other_limit[0] != '\0') {
+                log_warn("another host shares this Redis bucket with rate and burst %s (in "
+                         "thousandths of a call per second:burst), this host with %" PRIu64
+                         ":%" PRIu32 "; every host must set the same rate and burst, or the API "
+                         "sees more than its limit",
+                         w->rl.other_limit, w->conf.rate_milli, w->conf.burst);
+                w->rl.other_limit[0] = '\0';
         }
         if (event == RLIMIT_EVENT_DOWN) {
                 atomic_fetch_add_explicit(&w->shm.header->redis.errors, 1, memory_order_relaxed);
@@ -613,9 +624,14 @@ static void worker_apply_conf(struct worker_state *w)
                 return;
         w->next_conf_pending = 0;
         api_free(&w->api);
+        int limit_changed =
+            w->conf.rate_milli != w->next_conf.rate_milli || w->conf.burst != w->next_conf.burst;
+
         if (worker_redis_changed(&w->conf, &w->next_conf))
                 rlimit_close(&w->rl);
         w->conf = w->next_conf;
+        if (limit_changed)
+                rlimit_announce(&w->rl);
         if (atomic_load_explicit(&w->shm.header->redis.down, memory_order_relaxed) &&
             w->conf.redis_fallback == CONF_FALLBACK_LOCAL_SHARE) {
                 uint64_t rate = w->conf.rate_milli / w->conf.expected_hosts;
@@ -684,6 +700,8 @@ static void worker_run(struct worker_state *w)
 
                 worker_apply_conf(w);
                 if (w->conf.rate_limit_backend == CONF_RATE_REDIS) {
+                        w->rl.drain = (int)atomic_load_explicit(&w->shm.header->redis.drain,
+                                                                memory_order_relaxed);
                         rlimit_tick(&w->rl, shm_now_ns(), &wait_ns);
                         worker_redis_event(w);
                 }
