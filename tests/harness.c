@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -218,6 +219,8 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
         FILE *f = fopen(h->conf_path, "w");
 
         ck_assert_ptr_nonnull(f);
+        /* incsearchd refuses a file that others can read when it holds a secret. */
+        ck_assert_int_eq(fchmod(fileno(f), 0600), 0);
         fprintf(f,
                 "[server]\n"
                 "listen = 127.0.0.1:%d\n"
@@ -472,14 +475,30 @@ void harness_redis_start(struct harness_redis *r)
                 if (!reuse)
                         r->port = harness_free_port();
                 snprintf(port, sizeof(port), "%d", r->port);
-                char *argv[] = {
-                    "redis-server", "--port", port,    "--bind", "127.0.0.1",   "--save", "",
-                    "--appendonly", "no",     "--dir", r->dir,   "--daemonize", "no",     NULL};
+                char *argv[] = {"redis-server",
+                                "--port",
+                                port,
+                                "--bind",
+                                "127.0.0.1",
+                                "--save",
+                                "",
+                                "--appendonly",
+                                "no",
+                                "--dir",
+                                r->dir,
+                                "--daemonize",
+                                "no",
+                                r->password != NULL ? "--requirepass" : NULL,
+                                (char *)r->password,
+                                NULL};
                 r->pid = harness_spawn_env("/usr/bin/redis-server", argv, log, NULL);
                 for (int waited = 0; waited < 5000; waited += 20) {
+                        /* With a password, NOAUTH is the answer of a running server. */
                         if (harness_redis_command(r, ping, answer, sizeof(answer)) == 0 &&
-                            strcmp(answer, "+PONG") == 0)
+                            (strcmp(answer, "+PONG") == 0 || strncmp(answer, "-NOAUTH", 7) == 0)) {
+                                snprintf(answer, sizeof(answer), "+PONG");
                                 break;
+                        }
                         answer[0] = '\0';
                         usleep(20000);
                 }
@@ -491,7 +510,11 @@ void harness_redis_start(struct harness_redis *r)
                 }
         }
         ck_assert_msg(r->pid != 0, "redis-server did not start; see %s", log);
-        snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d/0", r->port);
+        if (r->password != NULL)
+                snprintf(r->url, sizeof(r->url), "redis://:%s@127.0.0.1:%d/0", r->password,
+                         r->port);
+        else
+                snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d/0", r->port);
 }
 
 void harness_redis_stop(struct harness_redis *r)

@@ -91,7 +91,8 @@ struct harness_redis {
         pid_t pid;
         int port;
         char dir[64];
-        char url[64]; /* "redis://127.0.0.1:PORT/0", for redis_url */
+        const char *password; /* set before the start: --requirepass, and in url */
+        char url[128];        /* "redis://[:PASSWORD@]127.0.0.1:PORT/0", for redis_url */
 };
 
 /*
