@@ -750,9 +750,12 @@ START_TEST(redis_auth_and_database)
         freeReplyObject(reply);
         /* The result of the client's last query, stored by the daemon's own connection. */
         for (int waited = 0; waited < 3000; waited += 50) {
-                freeReplyObject(reply = redisCommand(c, "EXISTS auth%d:cache:%s", (int)getpid(),
-                                                     redis_words[0]));
-                if (reply->integer == 1)
+                long long exists;
+
+                reply = redisCommand(c, "EXISTS auth%d:cache:%s", (int)getpid(), redis_words[0]);
+                exists = reply->integer;
+                freeReplyObject(reply);
+                if (exists == 1)
                         break;
                 redis_sleep_ms(50);
         }
