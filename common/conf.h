@@ -26,13 +26,13 @@ struct conf_prefix {
         uint8_t bits; /* 0 to 128 */
 };
 
-/* Where the token bucket lives. */
+/* Location of the token bucket. */
 enum conf_rate_backend {
         CONF_RATE_SHM,   /* this host's shared memory */
         CONF_RATE_REDIS, /* a Redis server that every host shares */
 };
 
-/* What workers do while Redis cannot be reached. */
+/* Workers' behaviour while Redis cannot be reached. */
 enum conf_redis_fallback {
         CONF_FALLBACK_CLOSED,      /* no API calls; queries end in overloaded after max_wait_ms */
         CONF_FALLBACK_LOCAL_SHARE, /* spend rate / expected_hosts from the local bucket */

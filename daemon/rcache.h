@@ -1,7 +1,7 @@
 /*
  * The shared result cache: results kept in Redis under redis_key_prefix + "cache:" + the
  * normalized query, so that a result one incsearchd instance got from the API serves the other
- * instances too. The daemon holds one asynchronous hiredis connection on its event loop.
+ * instances too. The daemon keeps one asynchronous hiredis connection on its event loop.
  *
  * Redis is an optimization here, never a dependency: a GET that fails, finds a bad value or
  * gets no reply within redis_timeout_ms counts as a miss, and while Redis is down no query waits

@@ -192,7 +192,7 @@ json_object *stats_json(const struct stats *s)
         stats_add(results, "stale_dropped", s->stale_dropped);
         json_object_object_add(root, "results", results);
 
-        /* With the bucket in Redis no host knows its tokens. */
+        /* With the bucket in Redis, no host can read its tokens. */
         if (strcmp(s->bucket_source, "shm") == 0 || strcmp(s->bucket_source, "local_share") == 0)
                 json_object_object_add(
                     bucket, "tokens",

@@ -98,7 +98,7 @@ static void nginx_write_conf(int port)
         snprintf(path, sizeof(path), "%s/nginx.conf", nginx_dir);
         f = fopen(path, "w");
         ck_assert_ptr_nonnull(f);
-        /* As root, nginx's workers would otherwise switch to nobody. */
+        /* As root, nginx's workers would otherwise switch to the user nobody. */
         if (geteuid() == 0 && pw != NULL && gr != NULL)
                 fprintf(f, "user %s %s;\n", pw->pw_name, gr->gr_name);
         fprintf(f,

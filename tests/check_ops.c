@@ -47,24 +47,9 @@ static void ops_sleep_ms(long ms)
 static int ops_run(const char *program, const char *args, char *out, size_t len)
 {
         char command[1024];
-        size_t used = 0;
-        FILE *p;
-        int status;
 
-        snprintf(command, sizeof(command), "%s/%s %s 2>&1", harness_build_dir(), program, args);
-        p = popen(command, "r");
-        ck_assert_ptr_nonnull(p);
-        while (used + 1 < len) {
-                size_t n = fread(out + used, 1, len - 1 - used, p);
-
-                if (n == 0)
-                        break;
-                used += n;
-        }
-        out[used] = '\0';
-        status = pclose(p);
-        ck_assert(WIFEXITED(status));
-        return WEXITSTATUS(status);
+        snprintf(command, sizeof(command), "%s/%s %s", harness_build_dir(), program, args);
+        return harness_run_shell(command, out, len);
 }
 
 /* Runs incsearchctl against the test daemon. */

@@ -4,9 +4,9 @@
  * instance's) while clients type on both, and Redis is stopped and started again under both
  * fallbacks. A control run with the shm backend shows that the test can fail.
  *
- * The demo API is a token bucket of the same rate and burst that starts full, so it rejects a
- * call exactly when some window of length T saw more than burst + rate * T calls; zero
- * violations is that bound for every window.
+ * The demo API is a token bucket of the same rate and burst that starts full. It rejects a call
+ * exactly when some window of length T saw more than burst + rate * T calls, so zero violations
+ * is that bound for every window.
  */
 #include <signal.h>
 #include <stdio.h>

@@ -68,30 +68,6 @@ static void tls_start(const char *extra)
         harness_start(&tls, &options);
 }
 
-/* Runs a shell COMMAND and returns its exit status, with stdout and stderr in OUT. */
-static int tls_run(const char *command, char *out, size_t len)
-{
-        char full[1024];
-        size_t used = 0;
-        FILE *p;
-        int status;
-
-        snprintf(full, sizeof(full), "%s 2>&1", command);
-        p = popen(full, "r");
-        ck_assert_ptr_nonnull(p);
-        while (used + 1 < len) {
-                size_t n = fread(out + used, 1, len - 1 - used, p);
-
-                if (n == 0)
-                        break;
-                used += n;
-        }
-        out[used] = '\0';
-        status = pclose(p);
-        ck_assert(WIFEXITED(status));
-        return WEXITSTATUS(status);
-}
-
 /* Runs incsearchctl reload against the test daemon. */
 static int tls_reload(char *out, size_t len)
 {
@@ -99,7 +75,7 @@ static int tls_reload(char *out, size_t len)
 
         snprintf(command, sizeof(command), "%s/incsearchctl -s %s reload", harness_build_dir(),
                  tls.control_path);
-        return tls_run(command, out, len);
+        return harness_run_shell(command, out, len);
 }
 
 /* Replaces the line starting with PREFIX in the test daemon's config by LINE (sed syntax). */
@@ -412,18 +388,18 @@ START_TEST(tls_start_missing_key)
 
         snprintf(command, sizeof(command), "%s/incsearchd -t -c %s", harness_build_dir(),
                  conf_path);
-        ck_assert_int_eq(tls_run(command, out, sizeof(out)), 1);
+        ck_assert_int_eq(harness_run_shell(command, out, sizeof(out)), 1);
         ck_assert_msg(strstr(out, "missing.pem: No such file or directory") != NULL, "%s", out);
 
         snprintf(command, sizeof(command), "%s/incsearchd -c %s", harness_build_dir(), conf_path);
-        ck_assert_int_eq(tls_run(command, out, sizeof(out)), 1);
+        ck_assert_int_eq(harness_run_shell(command, out, sizeof(out)), 1);
         ck_assert_msg(strstr(out, "missing.pem: No such file or directory") != NULL, "%s", out);
         ck_assert_ptr_nonnull(strstr(out, "not starting"));
 
         /* A key that is not PEM gets OpenSSL's reason. */
         snprintf(command, sizeof(command), "echo junk > %s/missing.pem && %s/incsearchd -t -c %s",
                  tls_dir, harness_build_dir(), conf_path);
-        ck_assert_int_eq(tls_run(command, out, sizeof(out)), 1);
+        ck_assert_int_eq(harness_run_shell(command, out, sizeof(out)), 1);
         ck_assert_msg(strstr(out, "no PEM private key read (OpenSSL: ") != NULL, "%s", out);
 }
 END_TEST

@@ -72,6 +72,29 @@ unsigned harness_sweep(int keep_dirs)
         return kept;
 }
 
+int harness_run_shell(const char *command, char *out, size_t len)
+{
+        char full[1024];
+        size_t used = 0;
+        FILE *p;
+        int status;
+
+        snprintf(full, sizeof(full), "%s 2>&1", command);
+        p = popen(full, "r");
+        ck_assert_ptr_nonnull(p);
+        while (used + 1 < len) {
+                size_t n = fread(out + used, 1, len - 1 - used, p);
+
+                if (n == 0)
+                        break;
+                used += n;
+        }
+        out[used] = '\0';
+        status = pclose(p);
+        ck_assert(WIFEXITED(status));
+        return WEXITSTATUS(status);
+}
+
 const char *harness_build_dir(void)
 {
         const char *dir = getenv("INCSEARCHD_BUILD");
@@ -219,7 +242,7 @@ static void harness_write_conf(struct harness *h, const struct harness_options *
         FILE *f = fopen(h->conf_path, "w");
 
         ck_assert_ptr_nonnull(f);
-        /* incsearchd refuses a file that others can read when it holds a secret. */
+        /* incsearchd rejects a config file that contains a secret and that others can read. */
         ck_assert_int_eq(fchmod(fileno(f), 0600), 0);
         fprintf(f,
                 "[server]\n"
@@ -493,7 +516,7 @@ void harness_redis_start(struct harness_redis *r)
                                 NULL};
                 r->pid = harness_spawn_env("/usr/bin/redis-server", argv, log, NULL);
                 for (int waited = 0; waited < 5000; waited += 20) {
-                        /* With a password, NOAUTH is the answer of a running server. */
+                        /* With a password set, a running server replies NOAUTH. */
                         if (harness_redis_command(r, ping, answer, sizeof(answer)) == 0 &&
                             (strcmp(answer, "+PONG") == 0 || strncmp(answer, "-NOAUTH", 7) == 0)) {
                                 snprintf(answer, sizeof(answer), "+PONG");

@@ -28,6 +28,9 @@ void harness_make_dir(char *dir, size_t len, const char *kind);
  */
 unsigned harness_sweep(int keep_dirs);
 
+/* Runs a shell COMMAND and returns its exit status, with stdout and stderr together in OUT. */
+int harness_run_shell(const char *command, char *out, size_t len);
+
 /* Returns a TCP port on 127.0.0.1 that was free a moment ago. */
 int harness_free_port(void);
 

@@ -13,19 +13,20 @@
 
 #define RLIMIT_BACKOFF_MIN_MS 100ULL
 #define RLIMIT_BACKOFF_MAX_MS 2000ULL
-/* The longest pause a worker sets (API_MAX_DELAY_S in api.c); a longer one in Redis is damage. */
+/* Maximum pause a worker sets (API_MAX_DELAY_S in api.c). A longer one in Redis is damage. */
 #define RLIMIT_MAX_PAUSE_MS 86400000ULL
-/* The longest a worker waits before asking again, whatever wait Redis returned. */
+/* Maximum time a worker waits before it requests a token again, whatever wait Redis returned. */
 #define RLIMIT_MAX_WAIT_NS 1000000000ULL
 
 /*
- * KEYS[1] the bucket, KEYS[2] the pause; ARGV[1] the rate in thousandths of a call per second,
- * ARGV[2] the burst, ARGV[3] the longest pause a worker sets, in milliseconds, and ARGV[4] 1 to
- * empty the bucket first (a host back from local_share has spent its own tokens meanwhile,
- * while the bucket here refilled). Returns 0 for a token, the microseconds until one is due, or
- * minus the microseconds left in the API's pause. The bucket holds GCRA's theoretical arrival time
- * in integer microseconds of Redis's clock. The interval is rounded up, so rounding only ever slows
- * calls down. The key has no TTL: a missing key means a new or restarted Redis, and starts empty.
+ * KEYS[1] is the bucket and KEYS[2] the pause. ARGV[1] is the rate in thousandths of a call per
+ * second, ARGV[2] the burst, and ARGV[3] the maximum pause a worker sets, in milliseconds.
+ * ARGV[4] is 1 to empty the bucket first, because a host back from local_share has spent its own
+ * tokens while the bucket here refilled. Returns 0 for a token, the microseconds until one is due,
+ * or minus the microseconds left in the API's pause. The bucket holds GCRA's theoretical arrival
+ * time in integer microseconds of Redis's clock. The interval is rounded up, so rounding only ever
+ * slows calls down. The key has no TTL: a missing key means a new or restarted Redis, and starts
+ * empty.
  *
  * A value that no run of these scripts can leave (another type, not a number, or further
  * ahead than an empty bucket after a pause that has ended) is replaced by an empty bucket, so
@@ -285,9 +286,9 @@ static void rlimit_announced(struct rlimit *r, const redisReply *reply)
 }
 
 /*
- * Stores the SHA1 of a loaded script. Once both are known the connection is ready, and it
- * requests a token at once: Redis counts as up only after the token script has run, since a
- * server can accept connections and scripts and still fail every call of it.
+ * Stores the SHA1 of a loaded script. Once both are known, the connection is ready and requests
+ * a token at once. Redis counts as up only after the token script has run, because a server can
+ * accept connections and scripts and still fail every call of the script.
  */
 static void rlimit_loaded(struct rlimit *r, char *sha, const redisReply *reply)
 {

@@ -579,7 +579,7 @@ static void worker_redis_event(struct worker_state *w)
         enum rlimit_event event = w->rl.event;
 
         w->rl.event = RLIMIT_EVENT_NONE;
-        /* The last token reply tells whether Redis holds a pause now, for incsearchctl status. */
+        /* The last token reply shows whether Redis has a pause now, for incsearchctl status. */
         if (w->rl.pause_reported) {
                 atomic_store_explicit(&w->shm.header->redis.pause_until_ns, w->rl.pause_until_ns,
                                       memory_order_relaxed);
@@ -601,8 +601,8 @@ static void worker_redis_event(struct worker_state *w)
                    w->rl.ready_ns > atomic_load_explicit(&w->shm.header->redis.down_since_ns,
                                                          memory_order_relaxed)) {
                 /*
-                 * Only a connection made after the switch brings the host back: a reply on an
-                 * older one may answer a request sent before the failure that caused it.
+                 * Only a connection made after the switch brings the host back. A reply on an
+                 * older one may belong to a request sent before the failure that caused it.
                  */
                 worker_redis_switch(w, 0);
         }
